@@ -1,0 +1,76 @@
+"""Reading the Large Movie Review Dataset (``aclImdb``) from its archive or an extracted copy."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+# aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt; train/unsup has no label and is skipped.
+_REVIEW = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+LABELS = {"neg": 0, "pos": 1}
+
+
+@dataclass(frozen=True)
+class Review:
+    split: str
+    label: int
+    id: int
+    text: str
+
+    @property
+    def sort_key(self) -> tuple[str, int, int]:
+        return (self.split, self.label, self.id)
+
+
+def _parse(name: str, raw: bytes) -> Review | None:
+    match = _REVIEW.search(name)
+    if not match:
+        return None
+    split, label, review_id, _rating = match.groups()
+    return Review(split, LABELS[label], int(review_id), raw.decode("utf-8", errors="replace"))
+
+
+def _from_archive(path: Path) -> Iterator[Review]:
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if member.isfile() and _REVIEW.search(member.name):
+                    handle = archive.extractfile(member)
+                    review = _parse(member.name, handle.read())
+                    if review:
+                        yield review
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise UserError(f"{path} is truncated or not a readable tar archive ({exc})") from exc
+
+
+def _from_directory(path: Path) -> Iterator[Review]:
+    for file in sorted(path.rglob("*.txt")):
+        review = _parse(file.relative_to(path).as_posix(), file.read_bytes())
+        if review:
+            yield review
+
+
+def read_reviews(path: Path) -> dict[str, list[Review]]:
+    """Labelled train and test reviews, each split in a fixed order (label, then review id)."""
+    source = _from_directory(path) if path.is_dir() else _from_archive(path)
+    splits: dict[str, list[Review]] = {"train": [], "test": []}
+    for review in tqdm(
+        source, desc=f"reading {path.name}", unit=" reviews", leave=False, disable=None
+    ):
+        splits[review.split].append(review)
+    for split, reviews in splits.items():
+        if not reviews or len({r.label for r in reviews}) < 2:
+            raise UserError(
+                f"{path} has no usable {split}/pos and {split}/neg reviews: "
+                "expected the aclImdb layout (aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt)"
+            )
+        reviews.sort(key=lambda r: r.sort_key)
+    return splits

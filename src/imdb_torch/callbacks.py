@@ -1,0 +1,49 @@
+"""Callbacks the Keras lesson has and Lightning lacks: the per-epoch history and its plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+from .fileio import atomic_path
+
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+HISTORY_FILE = "history.json"
+
+
+class EpochHistory(L.Callback):
+    """Keras's ``History``: one row of epoch metrics per finished epoch.
+
+    Rows are also written to ``history.json`` in the run directory after every epoch, so an
+    interrupted run keeps its curves. The state travels in checkpoints: list this callback
+    before ``ModelCheckpoint`` saves at the end of the training epoch, and a resumed run
+    continues the same history.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        row.update({key: float(metrics[key]) for key in HISTORY_KEYS if key in metrics})
+        self.epochs.append(row)
+        if trainer.is_global_zero and trainer.log_dir:
+            self.write(Path(trainer.log_dir) / HISTORY_FILE)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.epochs, indent=1))
+
+    def best(self, monitor: str = "val_loss") -> dict[str, float] | None:
+        rows = [row for row in self.epochs if monitor in row]
+        return min(rows, key=lambda row: row[monitor]) if rows else None
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = list(state_dict.get("epochs", []))

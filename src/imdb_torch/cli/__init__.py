@@ -1,0 +1,1 @@
+"""Command-line tools; ``scripts/*.py`` are thin wrappers around these ``main`` functions."""

@@ -1,0 +1,99 @@
+"""Evaluate a trained checkpoint on the 25,000 IMDB test reviews."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+
+from ..checkpoint import datamodule_settings, model_from_checkpoint, read_checkpoint, vocabulary
+from ..datamodule import IMDBDataModule
+from ..errors import UserError
+from .common import (
+    ArgumentParser,
+    add_hardware_flags,
+    devices_value,
+    positive_int,
+    quiet_lightning,
+    run,
+)
+
+PROG = "test.py"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description=(
+            "Evaluate a checkpoint written by train.py on the IMDB test set: test loss and "
+            "accuracy, scikit-learn's classification report and the confusion matrix. The data "
+            "is prepared with the checkpoint's own settings (vocabulary size, maxlen, padding)."
+        ),
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
+    parser.add_argument(
+        "--data", default=None, help="data source; default: the one the checkpoint was trained on"
+    )
+    parser.add_argument("--cache-dir", default=None, help="override the cache directory")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=512, help="evaluation batch size (default 512)"
+    )
+    add_hardware_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    checkpoint = read_checkpoint(args.ckpt)
+    model = model_from_checkpoint(checkpoint)
+    quiet_lightning()
+
+    settings = datamodule_settings(checkpoint)
+    settings["eval_batch_size"] = args.batch_size
+    for key in ("data", "cache_dir"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    datamodule = IMDBDataModule(**settings)
+    datamodule.setup("test")
+    trained_words = vocabulary(checkpoint)
+    if trained_words and datamodule.words and trained_words != datamodule.words:
+        raise UserError(
+            "this data's vocabulary differs from the one the checkpoint was trained with: "
+            "evaluate on the same data source (--data) the model was trained on"
+        )
+
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=devices_value(args.devices),
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+    )
+    (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    probabilities = torch.cat(model.test_probabilities).numpy()
+    labels = datamodule.test_set.labels.numpy().astype(np.int64)
+    predicted = (probabilities >= 0.5).astype(np.int64)
+
+    print(f"test reviews: {len(labels):,}")
+    print(f"test_loss: {metrics['test_loss']:.4f}")
+    print(f"test_acc:  {metrics['test_acc']:.4f}")
+    print()
+    print(classification_report(labels, predicted, target_names=["negative", "positive"], digits=4))
+    matrix = confusion_matrix(labels, predicted)
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(f"{'':>10}{'negative':>10}{'positive':>10}")
+    for name, row in zip(("negative", "positive"), matrix, strict=True):
+        print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Train an LSTM or GRU sentiment classifier on IMDB, as in the Keras lesson."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from ..callbacks import EpochHistory
+from ..datamodule import IMDBDataModule
+from ..errors import UserError
+from ..fileio import atomic_path
+from ..model import ARCHS, INITS, SentimentRNN
+from ..optim import OPTIMIZERS
+from ..plots import plot_losses
+from ..presets import PRESETS, experiment_name, model_settings
+from .common import (
+    ArgumentParser,
+    add_hardware_flags,
+    devices_value,
+    positive_int,
+    quiet_lightning,
+    run,
+)
+
+PROG = "train.py"
+
+EPILOG = """\
+presets (the lesson's four experiments; flags given as well override them):
+  lstm          LSTM(8)
+  lstm-dropout  LSTM(8, dropout=0.3)
+  lstm-2layer   two stacked LSTM(8, dropout=0.3)
+  gru           GRU(8)
+
+examples:
+  python scripts/train.py --arch gru
+  python scripts/train.py --preset lstm-2layer --data aclImdb_v1.tar.gz
+  python scripts/test.py --ckpt best.ckpt
+"""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description=(
+            "Train a sentiment classifier on IMDB: Embedding(500, 16) -> LSTM/GRU -> Dense(1), "
+            "RMSprop(1e-4), batch 64, early stopping on validation loss with patience 3. "
+            "Writes TensorBoard logs and checkpoints under --logdir, the best model to --save, "
+            "and a train/val loss plot."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model (defaults: the preset's, else LSTM(8))")
+    model.add_argument("--preset", choices=PRESETS, help="one of the lesson's experiments")
+    model.add_argument("--arch", choices=ARCHS, help="recurrent layer type (default lstm)")
+    model.add_argument("--num-layers", type=positive_int, help="stacked recurrent layers (1)")
+    model.add_argument("--hidden-size", type=positive_int, help="units per layer (8)")
+    model.add_argument("--embedding-dim", type=positive_int, help="embedding width (16)")
+    model.add_argument(
+        "--dropout",
+        type=float,
+        help="Keras-style input dropout on every recurrent layer, in [0, 1) (0)",
+    )
+    model.add_argument(
+        "--init",
+        choices=INITS,
+        default="keras",
+        help="keras: Keras's initialisers (default); torch: PyTorch's",
+    )
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default=None,
+        help="imdb.npz, aclImdb_v1.tar.gz or an aclImdb/ directory; default: "
+        "$IMDB_TORCH_DATA, else Keras's imdb.npz (downloaded once, verified)",
+    )
+    data.add_argument(
+        "--num-words",
+        type=positive_int,
+        default=500,
+        help="vocabulary size; rarer words become the out-of-vocabulary index 2 (default 500)",
+    )
+    data.add_argument(
+        "--maxlen", type=positive_int, default=100, help="tokens kept per review (default 100)"
+    )
+    data.add_argument(
+        "--padding",
+        choices=("pre", "post"),
+        default="pre",
+        help="where padding goes (Keras default: pre)",
+    )
+    data.add_argument(
+        "--truncating",
+        choices=("pre", "post"),
+        default="pre",
+        help="pre keeps the last maxlen tokens (Keras default), post the first",
+    )
+    data.add_argument(
+        "--val-size",
+        type=float,
+        default=0.2,
+        help="validation share of the 25,000 training reviews (default 0.2)",
+    )
+    data.add_argument(
+        "--split-seed", type=int, default=42, help="train_test_split random_state (default 42)"
+    )
+    data.add_argument(
+        "--cache-dir",
+        default=None,
+        help="downloads and encoded data (default $IMDB_TORCH_CACHE or ~/.cache/imdb-torch)",
+    )
+    data.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes (default 0: data is in memory)",
+    )
+
+    fit = parser.add_argument_group("training")
+    fit.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="rmsprop",
+        help="rmsprop: Keras's formula, rho 0.9, eps 1e-7 (default); adam",
+    )
+    fit.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default 1e-4 for rmsprop, 1e-3 for adam)",
+    )
+    fit.add_argument("--batch-size", type=positive_int, default=64, help="(default 64)")
+    fit.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        default=512,
+        help="validation/test batch size; changes speed, not results (default 512)",
+    )
+    fit.add_argument("--max-epochs", type=positive_int, default=100, help="(default 100)")
+    fit.add_argument(
+        "--patience",
+        type=positive_int,
+        default=3,
+        help="epochs without a lower validation loss before stopping (default 3)",
+    )
+    fit.add_argument("--seed", type=int, default=42, help="seed for weights and shuffling (42)")
+
+    add_hardware_flags(parser)
+    hardware = parser._action_groups[-1]
+    hardware.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs")
+    hardware.add_argument("--num-nodes", type=positive_int, default=1, help="machines (1)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--logdir",
+        default="lightning_logs",
+        help="TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N",
+    )
+    out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
+    out.add_argument(
+        "--save",
+        default="best.ckpt",
+        help="where the best model is copied at the end (default best.ckpt)",
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    save_path = Path(args.save).expanduser()
+    if not save_path.parent.is_dir():
+        raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
+    if save_path.is_dir():
+        raise UserError(f"cannot save to {save_path}: it is a directory")
+    quiet_lightning()
+
+    settings = model_settings(
+        args.preset,
+        {
+            "arch": args.arch,
+            "num_layers": args.num_layers,
+            "hidden_size": args.hidden_size,
+            "embedding_dim": args.embedding_dim,
+            "dropout": args.dropout,
+        },
+    )
+    name = args.name or experiment_name(settings)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+
+    datamodule = IMDBDataModule(
+        data=args.data,
+        num_words=args.num_words,
+        maxlen=args.maxlen,
+        padding=args.padding,
+        truncating=args.truncating,
+        val_size=args.val_size,
+        split_seed=args.split_seed,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        num_workers=args.num_workers,
+        cache_dir=args.cache_dir,
+    )
+    model = SentimentRNN(
+        num_words=args.num_words, init=args.init, optimizer=args.optimizer, lr=args.lr, **settings
+    )
+
+    history = EpochHistory()
+    checkpoint = ModelCheckpoint(
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        filename="best-epoch{epoch:03d}-val_loss{val_loss:.4f}",
+        auto_insert_metric_name=False,
+        # Saved after EpochHistory has recorded the epoch, so checkpoints carry the full history.
+        save_on_train_epoch_end=True,
+    )
+    trainer = L.Trainer(
+        max_epochs=args.max_epochs,
+        accelerator=args.accelerator,
+        devices=devices_value(args.devices),
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        logger=TensorBoardLogger(args.logdir, name=name, default_hp_metric=False),
+        callbacks=[
+            history,
+            checkpoint,
+            EarlyStopping(monitor="val_loss", mode="min", patience=args.patience),
+            ModelSummary(max_depth=2),
+        ],
+        enable_progress_bar=not args.no_progress,
+        log_every_n_steps=50,
+    )
+    if trainer.is_global_zero:
+        print(f"experiment {name}: {_parameter_line(model)}")
+    trainer.fit(model, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        return 0
+    return _finish(trainer, model, checkpoint, history, save_path, name)
+
+
+def _parameter_line(model: SentimentRNN) -> str:
+    ours = sum(p.numel() for p in model.parameters())
+    keras = model.keras_parameter_count()
+    line = f"{ours:,} parameters (the same model in Keras: {keras:,}"
+    if ours != keras:
+        line += f"; nn.{model.hparams.arch.upper()} keeps two bias vectors per layer, Keras one"
+    return line + ")"
+
+
+def _finish(trainer, model, checkpoint, history, save_path: Path, name: str) -> int:
+    best_path = checkpoint.best_model_path
+    if not best_path:
+        raise UserError("training stopped before any validation: no checkpoint to save")
+    # Keras's restore_best_weights: the model in memory ends with the best epoch's weights.
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(best["state_dict"])
+    with atomic_path(save_path) as tmp:
+        shutil.copyfile(best_path, tmp)
+
+    run_dir = Path(trainer.log_dir)
+    plot = plot_losses(history.epochs, run_dir / "loss.png", title=name)
+    row = history.best()
+    if row is not None:
+        print(
+            f"best epoch {row['epoch']} of {len(history.epochs)}: "
+            f"val_loss {row['val_loss']:.4f}, val_acc {row.get('val_acc', float('nan')):.4f}"
+        )
+    print(f"best model:  {save_path}  (also {best_path})")
+    print(f"loss plot:   {plot}")
+    print(f"TensorBoard: tensorboard --logdir {trainer.logger.save_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""``IMDBDataModule``: IMDB reviews as padded integer sequences, split as in the Keras lesson."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from .corpus import KERAS_NPZ, Corpus, keras_words, load_corpus, resolve_source
+from .errors import UserError
+from .sequences import PADDING_SIDES, cap_vocabulary, pad_sequences
+from .text import INDEX_FROM
+
+
+class PaddedReviews(Dataset):
+    """Padded token rows and labels, handed out a whole batch at a time.
+
+    ``__getitems__`` lets the DataLoader slice a batch with one indexing operation instead of
+    collating 64 single samples, which costs more than the model's step at these sizes.
+    """
+
+    def __init__(self, tokens: np.ndarray, labels: np.ndarray):
+        self.tokens = torch.from_numpy(tokens)
+        self.labels = torch.from_numpy(labels.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.tokens[index], self.labels[index]
+
+
+def keep_batch(batch):
+    """Collate function for ``PaddedReviews``: the batch is already assembled."""
+    return batch
+
+
+class IMDBDataModule(L.LightningDataModule):
+    """The Keras lesson's data pipeline.
+
+    ``imdb.load_data(num_words=500)`` → ``train_test_split(test_size=0.2, random_state=42)``
+    → ``pad_sequences(maxlen=100)``; the 25,000 test reviews form the test set.
+
+    Args:
+        data: ``None``/``"keras"`` for Keras's ``imdb.npz`` (downloaded and verified), or a
+            path to ``imdb.npz``, an aclImdb tar archive, or an extracted ``aclImdb/``.
+        num_words: vocabulary size; every index >= ``num_words`` becomes out-of-vocabulary (2).
+        maxlen, padding, truncating: as in Keras's ``pad_sequences`` (``pre`` keeps the end).
+        val_size, split_seed: ``train_test_split``'s ``test_size`` and ``random_state``.
+        batch_size: training batch size; ``eval_batch_size`` for validation and test, where
+            it changes speed only, not results.
+        cache_dir: where downloads and encoded data are kept (default ``~/.cache/imdb-torch``).
+    """
+
+    def __init__(
+        self,
+        data: str | None = None,
+        num_words: int = 500,
+        maxlen: int = 100,
+        padding: str = "pre",
+        truncating: str = "pre",
+        val_size: float = 0.2,
+        split_seed: int = 42,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        data = data or os.environ.get("IMDB_TORCH_DATA") or None
+        if data is not None and data != "keras":
+            data = str(Path(data).expanduser().resolve())
+        _check_settings(
+            num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size
+        )
+        self.save_hyperparameters()
+        self.words: list[str] = []
+        self.train_set = self.val_set = self.test_set = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
+
+    def prepare_data(self) -> None:
+        # Runs once per machine: the download and the tokenisation land in the shared cache.
+        load_corpus(resolve_source(self.hparams.data, self.cache_dir), self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        source = resolve_source(self.hparams.data, self.cache_dir)
+        corpus = load_corpus(source, self.cache_dir)
+        words = corpus.words
+        if source.kind == KERAS_NPZ:
+            # Download the word index only along with the default download, never offline.
+            words = keras_words(self.cache_dir, download=self.hparams.data in (None, "keras"))
+        self.words = words[: self.hparams.num_words - INDEX_FROM - 1]
+        self._make_sets(corpus)
+
+    def _make_sets(self, corpus: Corpus) -> None:
+        hp = self.hparams
+
+        def padded(sequences):
+            tokens = pad_sequences(sequences, hp.maxlen, hp.padding, hp.truncating)
+            return cap_vocabulary(tokens, hp.num_words)
+
+        train_tokens = padded(corpus.train)
+        train_idx, val_idx = train_test_split(
+            np.arange(len(train_tokens)), test_size=hp.val_size, random_state=hp.split_seed
+        )
+        self.train_set = PaddedReviews(train_tokens[train_idx], corpus.train_labels[train_idx])
+        self.val_set = PaddedReviews(train_tokens[val_idx], corpus.train_labels[val_idx])
+        self.test_set = PaddedReviews(padded(corpus.test), corpus.test_labels)
+
+    def _loader(self, dataset: PaddedReviews, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def state_dict(self) -> dict[str, Any]:
+        # Saved in every checkpoint, so raw text can later be encoded as the training data was.
+        return {"words": list(self.words)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.words = list(state_dict.get("words", []))
+
+
+def _check_settings(num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size):
+    if num_words <= INDEX_FROM + 1:
+        raise UserError(f"num_words must be greater than {INDEX_FROM + 1}, got {num_words}")
+    if maxlen < 1:
+        raise UserError(f"maxlen must be at least 1, got {maxlen}")
+    if padding not in PADDING_SIDES or truncating not in PADDING_SIDES:
+        raise UserError(f"padding and truncating must be one of {', '.join(PADDING_SIDES)}")
+    if not 0 < val_size < 1:
+        raise UserError(f"the validation share must lie strictly between 0 and 1, got {val_size}")
+    if batch_size < 1 or eval_batch_size < 1:
+        raise UserError("batch sizes must be at least 1")

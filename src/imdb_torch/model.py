@@ -1,0 +1,207 @@
+"""``SentimentRNN``: embedding → stacked ``nn.LSTM``/``nn.GRU`` → one logit, as in the lesson."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAccuracy
+
+from . import __version__
+from .errors import UserError
+from .optim import DEFAULT_LR, OPTIMIZERS, make_optimizer
+
+ARCHS = {"lstm": nn.LSTM, "gru": nn.GRU}
+INITS = ("keras", "torch")
+
+
+class SequenceDropout(nn.Module):
+    """Keras's ``dropout=`` on a recurrent layer: drop *input features*, one mask per sequence.
+
+    The same features are zeroed at every time step of a sequence (``nn.LSTM(dropout=...)``
+    instead drops between stacked layers, with a new mask at each step). Kept units are scaled
+    by ``1 / (1 - p)``; in eval mode the layer is the identity.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, features)
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def keras_init_(model: SentimentRNN) -> None:
+    """Re-initialise as Keras does: ``Embedding`` uniform(±0.05), Glorot-uniform input kernels
+    and ``Dense``, orthogonal recurrent kernels, zero biases with LSTM forget-gate bias 1."""
+    nn.init.uniform_(model.embedding.weight, -0.05, 0.05)
+    for rnn in model.rnns:
+        hidden = rnn.hidden_size
+        for name, param in rnn.named_parameters():
+            if name.startswith("weight_ih"):
+                # (gates·hidden, inputs): the same Glorot fans as Keras's transposed kernel.
+                nn.init.xavier_uniform_(param)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(param)
+            else:
+                nn.init.zeros_(param)
+        if isinstance(rnn, nn.LSTM):
+            # PyTorch gate order i, f, g, o matches Keras's; bias_hh stays 0, so the sum is 1.
+            with torch.no_grad():
+                rnn.bias_ih_l0[hidden : 2 * hidden].fill_(1.0)
+    nn.init.xavier_uniform_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+
+
+def keras_parameter_count(
+    arch: str, num_words: int, embedding_dim: int, hidden_size: int, num_layers: int
+) -> int:
+    """Parameters of the same model in Keras (``model.summary()``'s total).
+
+    Keras's LSTM has one bias vector per layer where ``nn.LSTM`` has two (``bias_ih`` and
+    ``bias_hh``); Keras's GRU (``reset_after=True``) has two, like ``nn.GRU``.
+    """
+    gates, biases = (4, 1) if arch == "lstm" else (3, 2)
+    total = num_words * embedding_dim + hidden_size + 1
+    inputs = embedding_dim
+    for _ in range(num_layers):
+        total += gates * (inputs * hidden_size + hidden_size * hidden_size + biases * hidden_size)
+        inputs = hidden_size
+    return total
+
+
+class SentimentRNN(L.LightningModule):
+    """Binary sentiment classifier over padded IMDB token sequences.
+
+    Args:
+        arch: ``lstm`` or ``gru``.
+        num_words, embedding_dim: embedding table size (must match the data's ``num_words``).
+        hidden_size, num_layers: units per recurrent layer, and how many are stacked (each
+            layer after the first reads the full output sequence of the one below).
+        dropout: Keras-style input dropout on every recurrent layer (see ``SequenceDropout``).
+        init: ``keras`` (Keras's initialisers) or ``torch`` (PyTorch's defaults).
+        optimizer, lr: ``rmsprop`` (Keras's formula and defaults) or ``adam``; ``lr`` defaults
+            to Keras's default for the optimiser (the lesson's RMSprop uses 1e-4).
+    """
+
+    def __init__(
+        self,
+        arch: str = "lstm",
+        num_words: int = 500,
+        embedding_dim: int = 16,
+        hidden_size: int = 8,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        init: str = "keras",
+        optimizer: str = "rmsprop",
+        lr: float | None = None,
+    ):
+        super().__init__()
+        _check_settings(
+            arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr
+        )
+        if lr is None:
+            lr = DEFAULT_LR[optimizer]
+        self.save_hyperparameters()
+        self.embedding = nn.Embedding(num_words, embedding_dim)
+        self.input_dropouts = nn.ModuleList(SequenceDropout(dropout) for _ in range(num_layers))
+        self.rnns = nn.ModuleList(
+            ARCHS[arch](embedding_dim if i == 0 else hidden_size, hidden_size, batch_first=True)
+            for i in range(num_layers)
+        )
+        self.head = nn.Linear(hidden_size, 1)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_acc = BinaryAccuracy()
+        self.val_acc = BinaryAccuracy()
+        self.test_acc = BinaryAccuracy()
+        self.test_probabilities: list[torch.Tensor] = []
+        if init == "keras":
+            keras_init_(self)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of the positive class, shape ``(batch,)``."""
+        x = self.embedding(tokens)
+        for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
+            x, _ = rnn(dropout(x))
+        # Like Keras's return_sequences=False: the last time step, a real token under pre-padding.
+        return self.head(x[:, -1]).squeeze(-1)
+
+    def _shared_step(
+        self, batch, stage: str, accuracy: BinaryAccuracy
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, labels = batch
+        logits = self(tokens)
+        loss = self.loss_fn(logits, labels)
+        accuracy(logits, labels.long())
+        # Epoch values are means weighted by batch size, as Keras reports them.
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+        )
+        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        return loss, logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train", self.train_acc)[0]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_probabilities = []
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "test", self.test_acc)
+        self.test_probabilities.append(torch.sigmoid(logits).detach().cpu())
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self(tokens))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Marks the file as this program's, so other checkpoints are told apart from corrupt ones.
+        checkpoint["imdb_torch"] = {"version": __version__}
+
+    def keras_parameter_count(self) -> int:
+        hp = self.hparams
+        return keras_parameter_count(
+            hp.arch, hp.num_words, hp.embedding_dim, hp.hidden_size, hp.num_layers
+        )
+
+
+def _check_settings(
+    arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr
+):
+    if arch not in ARCHS:
+        raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    if init not in INITS:
+        raise UserError(f"unknown initialisation {init!r}; choose from {', '.join(INITS)}")
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    for name, value in (
+        ("num_words", num_words),
+        ("embedding_dim", embedding_dim),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"dropout must lie in [0, 1), got {dropout}")
+    if lr is not None and lr <= 0:
+        raise UserError(f"the learning rate must be positive, got {lr}")

@@ -1,0 +1,206 @@
+"""The train and test tools, run as a user runs them, on the tiny fixtures."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_torch.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
+from imdb_torch.cli import test as test_cli
+from imdb_torch.cli import train as train_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(tmp_path, data, *extra, save="best.ckpt"):
+    argv = [
+        "--data",
+        str(data),
+        "--max-epochs",
+        "3",
+        "--maxlen",
+        "20",
+        "--num-words",
+        "30",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--logdir",
+        str(tmp_path / "logs"),
+        "--save",
+        str(tmp_path / save),
+        *extra,
+    ]
+    return train_cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_tarball):
+    tmp_path = tmp_path_factory.mktemp("trained")
+    os.environ["IMDB_TORCH_CACHE"] = str(tmp_path / "cache")
+    assert train(tmp_path, tiny_tarball, "--arch", "gru", "--seed", "1") == 0
+    return tmp_path
+
+
+def test_training_writes_checkpoint_logs_history_and_plot(trained):
+    run_dir = trained / "logs" / "gru" / "version_0"
+    assert (trained / "best.ckpt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert all({"train_loss", "val_loss", "val_acc", "train_acc"} <= set(row) for row in history)
+
+
+def test_best_checkpoint_is_the_lowest_validation_loss(trained):
+    history = json.loads((trained / "logs/gru/version_0/history.json").read_text())
+    best = min(history, key=lambda row: row["val_loss"])
+    checkpoint = read_checkpoint(trained / "best.ckpt")
+    assert checkpoint["epoch"] == best["epoch"] - 1
+
+
+def test_checkpoint_round_trip_keeps_weights_settings_and_vocabulary(trained, tiny_tarball):
+    checkpoint = read_checkpoint(trained / "best.ckpt")
+    model = model_from_checkpoint(checkpoint)
+    assert model.hparams.arch == "gru" and model.hparams.num_words == 30
+    for name, tensor in checkpoint["state_dict"].items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    words = vocabulary(checkpoint)
+    assert len(words) == 24  # the fixture's whole vocabulary fits in 30
+    assert words[:2] == ["movie", "plot"]  # most frequent in the fixture's training reviews
+    assert checkpoint["datamodule_hyper_parameters"]["maxlen"] == 20
+    assert checkpoint["datamodule_hyper_parameters"]["data"] == str(tiny_tarball)
+
+
+def test_test_tool_reports_accuracy_and_confusion_matrix(trained, capsys):
+    assert test_cli.main(["--ckpt", str(trained / "best.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert "test reviews: 80" in out
+    accuracy = float(out.split("test_acc:")[1].split()[0])
+    assert accuracy > 0.8  # the fixture's cue words make the task easy
+    assert "confusion matrix" in out and "precision" in out
+
+
+def test_test_tool_refuses_data_with_another_vocabulary(trained, tmp_path, capsys):
+    from .conftest import make_reviews, write_tarball
+
+    other = write_tarball(make_reviews(seed=5, per_folder=10), tmp_path / "other.tar.gz")
+    assert test_cli.main(["--ckpt", str(trained / "best.ckpt"), "--data", str(other)]) == 2
+    assert "vocabulary differs" in capsys.readouterr().err
+
+
+def one_line_error(capsys, code, *phrases):
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    one_line_error(capsys, test_cli.main(["--ckpt", str(tmp_path / "nope.ckpt")]), "does not exist")
+
+
+def test_garbage_checkpoint(capsys, tmp_path):
+    path = tmp_path / "garbage.ckpt"
+    path.write_bytes(os.urandom(2048))
+    one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "not a readable checkpoint")
+
+
+def test_truncated_checkpoint(capsys, trained, tmp_path):
+    data = (trained / "best.ckpt").read_bytes()
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(data[: len(data) // 2])
+    one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "not a readable checkpoint")
+
+
+def test_checkpoint_from_another_program(capsys, tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, path)
+    one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "not an imdb-torch checkpoint")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"imdb_torch": {}, "state_dict": {}, "hyper_parameters": _Exploit(marker)}, path)
+    one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "refusing to load")
+    assert not marker.exists()
+
+
+def test_unknown_arch(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--arch", "transformer"])
+    one_line_error(capsys, exit_info.value.code, "invalid choice", "transformer")
+
+
+def test_missing_data_file(capsys, tmp_path):
+    code = train_cli.main(
+        ["--data", str(tmp_path / "nothing.tar.gz"), "--save", str(tmp_path / "b.ckpt")]
+    )
+    one_line_error(capsys, code, "does not exist", "--data")
+    assert not (tmp_path / "b.ckpt").exists()
+
+
+def test_corrupt_data_file_leaves_previous_checkpoint(capsys, tmp_path, tiny_tarball):
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(tiny_tarball.read_bytes()[:3000])
+    previous = tmp_path / "best.ckpt"
+    previous.write_bytes(b"previous model")
+    code = train(tmp_path, corrupt)
+    one_line_error(capsys, code, "truncated")
+    assert previous.read_bytes() == b"previous model"
+
+
+def test_empty_directory_as_data(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code = train_cli.main(["--data", str(tmp_path / "empty")])
+    one_line_error(capsys, code, "not an aclImdb directory")
+
+
+def test_save_into_missing_directory(capsys, tmp_path, tiny_tarball):
+    code = train(tmp_path, tiny_tarball, save="no/such/dir/best.ckpt")
+    one_line_error(capsys, code, "does not exist")
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--maxlen", "--num-words"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_sizes(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([flag, value])
+    one_line_error(capsys, exit_info.value.code, "positive integer")
+
+
+@pytest.mark.parametrize("script", ["train.py", "test.py"])
+def test_scripts_explain_themselves(script):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "usage:" in result.stdout
+    assert "--data" in result.stdout
+    if script == "train.py":
+        assert "--preset" in result.stdout and "lstm-2layer" in result.stdout
+    else:
+        assert "--ckpt" in result.stdout

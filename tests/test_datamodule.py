@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import train_test_split
+
+from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.errors import UserError
+
+
+def _setup(source, **kwargs):
+    datamodule = IMDBDataModule(data=str(source), **kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_split_sizes_follow_train_test_split(tiny_npz):
+    datamodule = _setup(tiny_npz, num_words=100, maxlen=20)
+    assert len(datamodule.train_set) == 48 and len(datamodule.val_set) == 12
+    assert len(datamodule.test_set) == 40
+    # the same rows sklearn picks for test_size=0.2, random_state=42
+    _, val_idx = train_test_split(np.arange(60), test_size=0.2, random_state=42)
+    full = IMDBDataModule(data=str(tiny_npz), num_words=100, maxlen=20, val_size=0.5)
+    full.setup("fit")
+    all_rows = torch.cat([full.train_set.tokens, full.val_set.tokens])
+    assert all(
+        any(torch.equal(row, other) for other in all_rows) for row in datamodule.val_set.tokens
+    )
+    assert len(val_idx) == len(datamodule.val_set)
+
+
+def test_split_is_deterministic_and_seeded(tiny_tarball):
+    first = _setup(tiny_tarball, maxlen=10)
+    again = _setup(tiny_tarball, maxlen=10)
+    other = _setup(tiny_tarball, maxlen=10, split_seed=7)
+    assert torch.equal(first.val_set.tokens, again.val_set.tokens)
+    assert not torch.equal(first.val_set.tokens, other.val_set.tokens)
+
+
+def test_num_words_maxlen_and_padding_are_applied(tiny_npz):
+    datamodule = _setup(tiny_npz, num_words=50, maxlen=30)
+    tokens = datamodule.train_set.tokens
+    assert tokens.shape[1] == 30 and tokens.dtype == torch.int64
+    assert tokens.max() < 50
+    assert (tokens == 2).any()  # rarer words became OOV
+    # pre-padding: a padded row starts with zeros and ends with a real token
+    assert (tokens[:, -1] != 0).all()
+
+
+def test_post_padding_option(tiny_npz):
+    datamodule = _setup(tiny_npz, maxlen=200, padding="post")
+    tokens = datamodule.train_set.tokens
+    assert (tokens[:, 0] == 1).all()  # start token first
+    assert (tokens[:, -1] == 0).any()
+
+
+def test_loaders_give_whole_batches(tiny_tarball):
+    datamodule = _setup(tiny_tarball, maxlen=12, batch_size=16)
+    tokens, labels = next(iter(datamodule.train_dataloader()))
+    assert tokens.shape == (16, 12) and labels.shape == (16,)
+    assert labels.dtype == torch.float32
+    total = sum(len(batch[1]) for batch in datamodule.val_dataloader())
+    assert total == len(datamodule.val_set)
+
+
+def test_vocabulary_state_holds_the_words_that_fit_num_words(tiny_tarball):
+    datamodule = _setup(tiny_tarball, num_words=10)
+    state = datamodule.state_dict()
+    assert len(state["words"]) == 6  # indices 4..9
+    fresh = IMDBDataModule(data=str(tiny_tarball))
+    fresh.load_state_dict(state)
+    assert fresh.words == state["words"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_words": 0},
+        {"num_words": -5},
+        {"maxlen": 0},
+        {"batch_size": 0},
+        {"batch_size": -1},
+        {"padding": "middle"},
+        {"val_size": 1.0},
+    ],
+)
+def test_bad_data_settings_are_user_errors(kwargs):
+    with pytest.raises(UserError):
+        IMDBDataModule(**kwargs)

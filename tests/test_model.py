@@ -1,0 +1,171 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from imdb_torch.errors import UserError
+from imdb_torch.model import SentimentRNN, SequenceDropout, keras_parameter_count
+from imdb_torch.optim import KerasRMSprop, make_optimizer
+from imdb_torch.presets import PRESETS, model_settings
+
+
+def test_sequence_dropout_uses_one_mask_per_sequence():
+    torch.manual_seed(0)
+    layer = SequenceDropout(0.3).train()
+    x = torch.ones(64, 100, 16)
+    y = layer(x)
+    dropped = y == 0
+    # the same features are dropped at every time step...
+    assert torch.equal(dropped, dropped[:, :1, :].expand_as(dropped))
+    # ...different sequences get different masks, at about the requested rate
+    assert not torch.equal(dropped[0], dropped[1])
+    assert 0.2 < dropped[:, 0, :].float().mean().item() < 0.4
+    # kept units are scaled so the expectation is unchanged
+    assert torch.allclose(y[~dropped], torch.full_like(y[~dropped], 1 / 0.7))
+
+
+def test_sequence_dropout_is_off_in_eval():
+    layer = SequenceDropout(0.5).eval()
+    x = torch.randn(4, 10, 3)
+    assert torch.equal(layer(x), x)
+
+
+def test_every_stacked_layer_drops_its_inputs():
+    torch.manual_seed(0)
+    model = SentimentRNN(arch="lstm", num_layers=2, dropout=0.3).train()
+    seen = []
+    for rnn in model.rnns:
+        rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    model(torch.randint(1, 500, (32, 20)))
+    assert len(seen) == 2
+    for inputs in seen:
+        zero = inputs == 0
+        assert zero.any(), "inputs of every recurrent layer are dropped"
+        assert torch.equal(zero, zero[:, :1, :].expand_as(zero))
+    model.eval()
+    seen.clear()
+    model(torch.randint(1, 500, (32, 20)))
+    assert not any((inputs == 0).any() for inputs in seen)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_keras_initialisation(arch):
+    torch.manual_seed(0)
+    model = SentimentRNN(arch=arch, num_layers=2)
+    assert model.embedding.weight.abs().max() <= 0.05
+    hidden = 8
+    for rnn in model.rnns:
+        w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
+        limit = math.sqrt(6 / (w_ih.shape[0] + w_ih.shape[1]))  # Glorot uniform
+        assert w_ih.abs().max() <= limit
+        assert w_ih.abs().max() > 0.8 * limit
+        # orthogonal recurrent kernel: Keras's (hidden, gates*hidden) has orthonormal rows
+        assert torch.allclose(w_hh.T @ w_hh, torch.eye(hidden), atol=1e-5)
+        bias = rnn.bias_ih_l0 + rnn.bias_hh_l0
+        if arch == "lstm":
+            expected = torch.zeros(4 * hidden)
+            expected[hidden : 2 * hidden] = 1  # unit_forget_bias
+        else:
+            expected = torch.zeros(3 * hidden)
+        assert torch.equal(bias, expected)
+    assert torch.equal(model.head.bias, torch.zeros(1))
+    assert model.head.weight.abs().max() <= math.sqrt(6 / 9)
+
+
+def test_torch_init_keeps_pytorch_defaults():
+    torch.manual_seed(0)
+    model = SentimentRNN(init="torch")
+    assert model.embedding.weight.abs().max() > 1  # N(0, 1), not uniform(±0.05)
+    assert not torch.allclose(model.rnns[0].bias_hh_l0, torch.zeros(32))
+
+
+@pytest.mark.parametrize(
+    ("preset", "keras", "ours"),
+    [
+        ("lstm", 8809, 8841),
+        ("lstm-dropout", 8809, 8841),
+        ("lstm-2layer", 9353, 9417),
+        ("gru", 8633, 8633),
+    ],
+)
+def test_parameter_counts_against_keras(preset, keras, ours):
+    settings = model_settings(preset, {})
+    model = SentimentRNN(**settings)
+    assert model.keras_parameter_count() == keras
+    assert sum(p.numel() for p in model.parameters()) == ours
+    assert (
+        keras_parameter_count(
+            num_words=500,
+            **{k: settings[k] for k in ("arch", "embedding_dim", "hidden_size", "num_layers")},
+        )
+        == keras
+    )
+
+
+def test_presets_are_the_lessons_experiments():
+    assert model_settings("lstm-2layer", {})["num_layers"] == 2
+    assert model_settings("lstm-2layer", {})["dropout"] == 0.3
+    assert model_settings("gru", {"dropout": 0.1}) == {**model_settings("gru", {}), "dropout": 0.1}
+    assert set(PRESETS) == {"lstm", "lstm-dropout", "lstm-2layer", "gru"}
+
+
+def test_forward_gives_one_logit_per_review():
+    model = SentimentRNN(arch="gru").eval()
+    logits = model(torch.randint(0, 500, (5, 100)))
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"arch": "rnn"},
+        {"dropout": 1.0},
+        {"dropout": -0.1},
+        {"hidden_size": 0},
+        {"optimizer": "sgd"},
+        {"lr": 0.0},
+        {"init": "xavier"},
+    ],
+)
+def test_bad_model_settings_are_user_errors(kwargs):
+    with pytest.raises(UserError):
+        SentimentRNN(**kwargs)
+
+
+def test_keras_rmsprop_step_matches_keras_formula():
+    torch.manual_seed(0)
+    start = torch.randn(5)
+    grads = [torch.randn(5) * 1e-3, torch.randn(5)]
+    param = nn.Parameter(start.clone())
+    optimizer = KerasRMSprop([param], lr=1e-4)
+    velocity = torch.zeros(5, dtype=torch.float64)
+    expected = start.double()
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.step()
+        velocity = 0.9 * velocity + 0.1 * grad.double() ** 2
+        expected = expected - 1e-4 * grad.double() / torch.sqrt(velocity + 1e-7)
+    step = param.detach().double() - start.double()
+    assert torch.allclose(step, expected - start.double(), rtol=0, atol=5e-7)
+    # torch's RMSprop puts epsilon outside the root: a different step on small gradients
+    other = nn.Parameter(start.clone())
+    torch_rmsprop = torch.optim.RMSprop([other], lr=1e-4, alpha=0.9, eps=1e-7)
+    other.grad = grads[0].clone()
+    torch_rmsprop.step()
+    param2 = nn.Parameter(start.clone())
+    keras = KerasRMSprop([param2], lr=1e-4)
+    param2.grad = grads[0].clone()
+    keras.step()
+    assert not torch.allclose(other, param2, atol=1e-6)
+
+
+def test_optimizer_defaults_are_keras_defaults():
+    model = SentimentRNN()
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, KerasRMSprop)
+    assert optimizer.defaults == {"lr": 1e-4, "rho": 0.9, "eps": 1e-7}
+    adam = make_optimizer("adam", model.parameters(), 1e-3)
+    assert adam.defaults["eps"] == 1e-7
+    assert SentimentRNN(optimizer="adam").hparams.lr == 1e-3
