@@ -1,11 +1,13 @@
-"""Callbacks the Keras lesson has and Lightning lacks: the per-epoch history and its plot."""
+"""Callbacks Lightning lacks: Keras's per-epoch history, and random state that survives a resume."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from .fileio import atomic_path
 
@@ -47,3 +49,25 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = list(state_dict.get("epochs", []))
+
+
+class RandomState(L.Callback):
+    """Carries the global random generators through checkpoints.
+
+    Shuffling and dropout draw from them; Lightning does not save them, so without this a
+    resumed run would draw different batches and masks than an uninterrupted one.
+    """
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        state["python_version"], _, state["python_gauss"] = random.getstate()
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        python_state = tuple(state_dict["python"])
+        random.setstate((state_dict["python_version"], python_state, state_dict["python_gauss"]))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

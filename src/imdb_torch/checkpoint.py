@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .errors import UserError
+from .fileio import atomic_path
 from .model import SentimentRNN
 
 MARK = "imdb_torch"
@@ -62,3 +64,18 @@ def vocabulary(checkpoint: dict[str, Any]) -> list[str]:
     """Words by rank that the model was trained with (``words[r - 1]`` has index ``r + 3``)."""
     state = checkpoint.get("IMDBDataModule", {})
     return list(state.get("words", []))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic on one filesystem.
+
+    Lightning stages a local checkpoint in the system's temporary directory and moves it into
+    place, which is a copy, not a rename, when that is another filesystem. Writing beside the
+    target and renaming means a run killed while saving leaves the previous ``last.ckpt`` whole.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)

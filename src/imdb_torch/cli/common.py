@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,11 +53,9 @@ def devices_value(text: str):
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's advice that does not apply to in-memory tensor datasets."""
+    """Silence warnings that do not apply to in-memory tensor datasets."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:

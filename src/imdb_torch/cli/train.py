@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from ..callbacks import EpochHistory
+from ..callbacks import EpochHistory, RandomState
+from ..checkpoint import AtomicCheckpointIO, read_checkpoint
 from ..datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path
@@ -172,11 +174,45 @@ def build_parser() -> ArgumentParser:
         help="where the best model is copied at the end (default best.ckpt)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="LAST_CKPT",
+        help="continue an interrupted run from its last.ckpt: the newest run of this "
+        "experiment, or the checkpoint given; model and data settings come from it",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(_main, argv, PROG)
+
+
+# Settings a resumed run takes from its checkpoint; giving another value is an error.
+MODEL_FLAGS = (
+    "arch",
+    "num_layers",
+    "hidden_size",
+    "embedding_dim",
+    "dropout",
+    "init",
+    "optimizer",
+    "lr",
+    "num_words",
+)
+DATA_FLAGS = (
+    "num_words",
+    "maxlen",
+    "padding",
+    "truncating",
+    "val_size",
+    "split_seed",
+    "batch_size",
+)
+# Where the data is and how fast it is read may change between a run and its resume.
+DATA_LOCATION_FLAGS = ("data", "cache_dir", "eval_batch_size", "num_workers")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -188,35 +224,23 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(f"cannot save to {save_path}: it is a directory")
     quiet_lightning()
 
-    settings = model_settings(
-        args.preset,
-        {
-            "arch": args.arch,
-            "num_layers": args.num_layers,
-            "hidden_size": args.hidden_size,
-            "embedding_dim": args.embedding_dim,
-            "dropout": args.dropout,
-        },
-    )
-    name = args.name or experiment_name(settings)
+    if args.resume:
+        resume_path, run_dir = _resume_target(args)
+        checkpoint_data = read_checkpoint(resume_path)
+        model_kwargs, data_kwargs = _settings_from_checkpoint(
+            checkpoint_data, args, _explicit_flags(argv)
+        )
+        name, version, logdir = run_dir.parent.name, _version_number(run_dir), run_dir.parent.parent
+        print(f"resuming {run_dir} from epoch {checkpoint_data['epoch'] + 1}")
+    else:
+        resume_path = None
+        model_kwargs, data_kwargs = _settings_from_flags(args)
+        name = args.name or experiment_name({key: model_kwargs[key] for key in MODEL_SETTING_KEYS})
+        logdir = Path(args.logdir)
+        version = _claim_version(logdir / name)
     L.seed_everything(args.seed, workers=True, verbose=False)
-
-    datamodule = IMDBDataModule(
-        data=args.data,
-        num_words=args.num_words,
-        maxlen=args.maxlen,
-        padding=args.padding,
-        truncating=args.truncating,
-        val_size=args.val_size,
-        split_seed=args.split_seed,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        cache_dir=args.cache_dir,
-    )
-    model = SentimentRNN(
-        num_words=args.num_words, init=args.init, optimizer=args.optimizer, lr=args.lr, **settings
-    )
+    datamodule = IMDBDataModule(**data_kwargs)
+    model = SentimentRNN(**model_kwargs)
 
     history = EpochHistory()
     checkpoint = ModelCheckpoint(
@@ -236,22 +260,131 @@ def _main(argv: Sequence[str] | None) -> int:
         strategy=args.strategy,
         num_nodes=args.num_nodes,
         precision=args.precision,
-        logger=TensorBoardLogger(args.logdir, name=name, default_hp_metric=False),
+        logger=TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False),
         callbacks=[
             history,
+            RandomState(),
             checkpoint,
             EarlyStopping(monitor="val_loss", mode="min", patience=args.patience),
-            ModelSummary(max_depth=2),
         ],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=not args.no_progress,
         log_every_n_steps=50,
     )
     if trainer.is_global_zero:
         print(f"experiment {name}: {_parameter_line(model)}")
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+    except SystemExit:
+        # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
+        if not trainer.interrupted:
+            raise
+        last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+        if last is not None and last.is_file():
+            print(
+                f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
+                f"resume with: python scripts/train.py --resume {last}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                "\ninterrupted before the first epoch finished: nothing to resume", file=sys.stderr
+            )
+        return 130
     if not trainer.is_global_zero:
         return 0
     return _finish(trainer, model, checkpoint, history, save_path, name)
+
+
+MODEL_SETTING_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout")
+
+
+def _settings_from_flags(args) -> tuple[dict, dict]:
+    settings = model_settings(args.preset, {key: getattr(args, key) for key in MODEL_SETTING_KEYS})
+    model_kwargs = {
+        **settings,
+        "num_words": args.num_words,
+        "init": args.init,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+    }
+    data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
+    return model_kwargs, data_kwargs
+
+
+def _explicit_flags(argv: Sequence[str] | None) -> set[str]:
+    """Destinations the user set on the command line (a parse where every default is None)."""
+    parser = build_parser()
+    parser.set_defaults(**{action.dest: None for action in parser._actions})
+    given = parser.parse_args(argv)
+    return {dest for dest, value in vars(given).items() if value not in (None, False)}
+
+
+def _settings_from_checkpoint(checkpoint: dict, args, explicit: set[str]) -> tuple[dict, dict]:
+    model_kwargs = dict(checkpoint["hyper_parameters"])
+    data_kwargs = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    if explicit & {"preset"}:
+        raise UserError("--preset cannot change a run being resumed; drop it")
+    for key in set(MODEL_FLAGS + DATA_FLAGS) & explicit:
+        trained = model_kwargs.get(key, data_kwargs.get(key))
+        if getattr(args, key) != trained:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(
+                f"{flag} {getattr(args, key)} does not fit the checkpoint being resumed "
+                f"(trained with {key}={trained}); resume without it"
+            )
+    for key in set(DATA_LOCATION_FLAGS) & explicit:
+        data_kwargs[key] = getattr(args, key)
+    return model_kwargs, data_kwargs
+
+
+def _resume_target(args) -> tuple[Path, Path]:
+    """The checkpoint to resume and its run directory (``LOGDIR/NAME/version_N``)."""
+    if args.resume != "latest":
+        path = Path(args.resume).expanduser()
+        run_dir = path.resolve().parent.parent
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist")
+        if not run_dir.name.startswith("version_"):
+            raise UserError(
+                f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
+            )
+        return path, run_dir
+    settings = model_settings(args.preset, {key: getattr(args, key) for key in MODEL_SETTING_KEYS})
+    base = Path(args.logdir) / (args.name or experiment_name(settings))
+    runs = sorted(
+        (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
+        key=_version_number,
+    )
+    if not runs:
+        raise UserError(f"nothing to resume in {base}: no version_N/checkpoints/last.ckpt")
+    return runs[-1] / "checkpoints" / "last.ckpt", runs[-1]
+
+
+def _version_number(run_dir: Path) -> int:
+    try:
+        return int(run_dir.name.removeprefix("version_"))
+    except ValueError:
+        return -1
+
+
+def _claim_version(experiment_dir: Path) -> int | None:
+    """Create the next free ``version_N`` directory, so runs started together never share one.
+
+    ``mkdir`` fails if the directory exists, which makes claiming a number atomic. Only the
+    main process claims; the others of a multi-process run get the logger's default.
+    """
+    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        return None
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    taken = [_version_number(run) for run in experiment_dir.glob("version_*")]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (experiment_dir / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
 
 
 def _parameter_line(model: SentimentRNN) -> str:

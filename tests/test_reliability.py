@@ -1,0 +1,183 @@
+"""Interrupted and concurrent training, determinism, and atomic writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_torch.checkpoint import AtomicCheckpointIO, read_checkpoint
+from imdb_torch.cli import train as train_cli
+
+from .conftest import make_reviews, write_tarball
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def medium_tarball(tmp_path_factory):
+    """Big enough that an epoch takes a noticeable fraction of a second."""
+    path = tmp_path_factory.mktemp("medium") / "aclImdb_medium.tar.gz"
+    return write_tarball(make_reviews(seed=3, per_folder=300), path)
+
+
+def flags(data, logdir, *extra):
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    return ["--data", str(data), "--maxlen", "40", "--num-words", "30", "--batch-size", "16",
+            "--optimizer", "adam", "--lr", "0.002", "--max-epochs", "6", "--patience", "6",
+            "--seed", "3", "--no-progress", "--logdir", str(logdir),
+            "--save", str(Path(logdir) / "best.ckpt"), *extra]  # fmt: skip
+
+
+def start(args, cache):
+    env = {**os.environ, "IMDB_TORCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def wait_for_epochs(run_dir: Path, count: int, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(history(run_dir)) >= count:
+            return
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.01)
+    raise AssertionError(f"no {count} epochs within {timeout} s")
+
+
+def test_same_seed_gives_identical_histories(tiny_tarball, tmp_path):
+    for name in ("a", "b"):
+        assert train_cli.main(flags(tiny_tarball, tmp_path / name, "--max-epochs", "3")) == 0
+    first = history(tmp_path / "a" / "lstm" / "version_0")
+    second = history(tmp_path / "b" / "lstm" / "version_0")
+    assert len(first) == 3
+    assert first == second
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_result(medium_tarball, tmp_path):
+    cache = tmp_path / "cache"
+    whole = start(flags(medium_tarball, tmp_path / "whole"), cache)
+    assert whole.wait(timeout=300) == 0, whole.communicate()[1][-2000:]
+
+    killed = start(flags(medium_tarball, tmp_path / "killed"), cache)
+    run_dir = tmp_path / "killed" / "lstm" / "version_0"
+    wait_for_epochs(run_dir, 2, killed)
+    time.sleep(0.15)  # into the next epoch
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL
+    done_before_kill = len(history(run_dir))
+    assert 2 <= done_before_kill < 6
+    last = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # intact, not torn
+    assert last["epoch"] + 1 >= done_before_kill - 1
+
+    resumed = start(flags(medium_tarball, tmp_path / "killed", "--resume"), cache)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    assert "resuming" in out
+    assert not (tmp_path / "killed" / "lstm" / "version_1").exists()  # same logger version
+
+    expected = history(tmp_path / "whole" / "lstm" / "version_0")
+    got = history(run_dir)
+    assert [row["epoch"] for row in got] == [row["epoch"] for row in expected]
+    best_expected = min(expected, key=lambda row: row["val_loss"])
+    best_got = min(got, key=lambda row: row["val_loss"])
+    assert best_got["epoch"] == best_expected["epoch"]
+    assert abs(best_got["val_loss"] - best_expected["val_loss"]) < 1e-6
+    for row_got, row_expected in zip(got, expected, strict=True):
+        assert row_got["val_loss"] == pytest.approx(row_expected["val_loss"], abs=1e-6)
+
+
+def test_ctrl_c_ends_gracefully_and_says_how_to_resume(medium_tarball, tmp_path):
+    process = start(flags(medium_tarball, tmp_path), tmp_path / "cache")
+    run_dir = tmp_path / "lstm" / "version_0"
+    wait_for_epochs(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "resume with: python scripts/train.py --resume" in err
+    assert "Traceback" not in err
+    read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_two_trainings_at_once_use_separate_versions(tiny_tarball, tmp_path):
+    cache = tmp_path / "cache"
+    runs = [
+        start(flags(tiny_tarball, tmp_path, "--max-epochs", "2", "--save", str(tmp_path / name)),
+              cache)
+        for name in ("best0.ckpt", "best1.ckpt")
+    ]  # fmt: skip
+    for process in runs:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    versions = sorted(p.name for p in (tmp_path / "lstm").iterdir())
+    assert versions == ["version_0", "version_1"]
+    for version in versions:
+        assert len(history(tmp_path / "lstm" / version)) == 2
+        read_checkpoint(tmp_path / "lstm" / version / "checkpoints" / "last.ckpt")
+    assert len(list(cache.glob("corpus-*.npz"))) == 1
+    assert not list(cache.glob("*.tmp"))
+
+
+def one_line_error(capsys, code, phrase):
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert phrase in err, err
+
+
+def test_resume_with_nothing_to_resume(capsys, tmp_path, tiny_tarball):
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--resume"))
+    one_line_error(capsys, code, "nothing to resume")
+
+
+def test_resume_refuses_settings_that_do_not_fit(capsys, tmp_path, tiny_tarball):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    capsys.readouterr()
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--resume", "--maxlen", "50"))
+    one_line_error(capsys, code, "--maxlen 50 does not fit")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_from_a_checkpoint_that_would_run_code(capsys, tmp_path, tiny_tarball):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    evil.parent.mkdir(parents=True)
+    torch.save({"imdb_torch": {}, "state_dict": {}, "hyper_parameters": _Exploit(marker)}, evil)
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--resume", str(evil)))
+    one_line_error(capsys, code, "refusing to load")
+    assert not marker.exists()
+
+
+def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, target)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
