@@ -204,3 +204,34 @@ def test_scripts_explain_themselves(script):
         assert "--preset" in result.stdout and "lstm-2layer" in result.stdout
     else:
         assert "--ckpt" in result.stdout
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1"])
+def test_dropout_outside_its_range(capsys, tmp_path, tiny_tarball, value):
+    code = train(tmp_path, tiny_tarball, "--dropout", value)
+    one_line_error(capsys, code, "dropout must lie in [0, 1)")
+
+
+def test_unreadable_data_path(capsys, tmp_path, tiny_tarball, monkeypatch):
+    # Tests run as root, for whom chmod 000 does not stop reading: ask os.access instead.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    code = train_cli.main(["--data", str(tiny_tarball), "--save", str(tmp_path / "b.ckpt")])
+    one_line_error(capsys, code, "not readable")
+
+
+def test_npz_with_wrong_arrays_via_cli(capsys, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x=np.zeros((3, 28, 28)), y=np.zeros(3))
+    code = train_cli.main(["--data", str(path), "--save", str(tmp_path / "b.ckpt")])
+    one_line_error(capsys, code, "not Keras's imdb.npz")
+
+
+def test_test_tool_refuses_a_non_checkpoint_zip(capsys, tmp_path):
+    import zipfile
+
+    path = tmp_path / "archive.ckpt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "not a checkpoint")
+    one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "not a readable checkpoint")
