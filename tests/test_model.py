@@ -7,7 +7,7 @@ from torch import nn
 from imdb_torch.errors import UserError
 from imdb_torch.model import SentimentRNN, SequenceDropout, keras_parameter_count
 from imdb_torch.optim import KerasRMSprop, make_optimizer
-from imdb_torch.presets import PRESETS, model_settings
+from imdb_torch.presets import MODEL_KEYS, PRESETS, resolve_settings
 
 
 def test_sequence_dropout_uses_one_mask_per_sequence():
@@ -90,24 +90,55 @@ def test_torch_init_keeps_pytorch_defaults():
     ],
 )
 def test_parameter_counts_against_keras(preset, keras, ours):
-    settings = model_settings(preset, {})
-    model = SentimentRNN(**settings)
+    settings = resolve_settings(preset, {})
+    model = SentimentRNN(**{key: settings[key] for key in MODEL_KEYS})
     assert model.keras_parameter_count() == keras
     assert sum(p.numel() for p in model.parameters()) == ours
-    assert (
-        keras_parameter_count(
-            num_words=500,
-            **{k: settings[k] for k in ("arch", "embedding_dim", "hidden_size", "num_layers")},
-        )
-        == keras
-    )
 
 
 def test_presets_are_the_lessons_experiments():
-    assert model_settings("lstm-2layer", {})["num_layers"] == 2
-    assert model_settings("lstm-2layer", {})["dropout"] == 0.3
-    assert model_settings("gru", {"dropout": 0.1}) == {**model_settings("gru", {}), "dropout": 0.1}
-    assert set(PRESETS) == {"lstm", "lstm-dropout", "lstm-2layer", "gru"}
+    assert resolve_settings("lstm-2layer", {})["num_layers"] == 2
+    assert resolve_settings("lstm-2layer", {})["dropout"] == 0.3
+    gru = resolve_settings("gru", {})
+    assert resolve_settings("gru", {"dropout": 0.1}) == {**gru, "dropout": 0.1}
+    lesson = {key: value for key, value in gru.items() if key != "arch"}
+    for name in ("lstm", "lstm-dropout", "lstm-2layer", "gru"):
+        settings = resolve_settings(name, {})
+        assert settings["num_words"] == 500 and settings["maxlen"] == 100
+        assert settings["optimizer"] == "rmsprop" and settings["batch_size"] == 64
+    assert lesson["embedding_dim"] == 16 and lesson["hidden_size"] == 8
+    assert set(PRESETS) == {"lstm", "lstm-dropout", "lstm-2layer", "gru", "strong"}
+
+
+def test_keras_parameter_count_formula():
+    assert keras_parameter_count("lstm", 500, 16, 8, 1) == 8809
+    # Keras Bidirectional(LSTM(8)) on 16 inputs: 2 x 800, head 2 x 8 + 1
+    assert keras_parameter_count("lstm", 500, 16, 8, 1, bidirectional=True) == 8000 + 1600 + 17
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_bidirectional_packed_model(arch):
+    torch.manual_seed(0)
+    model = SentimentRNN(arch=arch, num_layers=2, bidirectional=True, packed=True).eval()
+    assert model.rnns[1].input_size == 16  # both directions of an 8-unit layer
+    tokens = torch.randint(3, 500, (4, 12))
+    tokens[0, :5] = 0  # pre-padded
+    tokens[1, -7:] = 0  # post-padded
+    logits = model(tokens)
+    assert logits.shape == (4,)
+    # Packing skips padding: where the padding sits does not change the result.
+    moved = tokens.clone()
+    moved[0] = torch.cat([tokens[0, 5:], tokens[0, :5]])
+    assert torch.allclose(model(moved), logits, atol=1e-6)
+
+
+def test_packed_unidirectional_equals_unpacked_on_full_rows():
+    torch.manual_seed(0)
+    plain = SentimentRNN(arch="gru").eval()
+    packed = SentimentRNN(arch="gru", packed=True).eval()
+    packed.load_state_dict(plain.state_dict())
+    tokens = torch.randint(3, 500, (3, 20))
+    assert torch.allclose(plain(tokens), packed(tokens), atol=1e-6)
 
 
 def test_forward_gives_one_logit_per_review():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchmetrics.classification import BinaryAccuracy
 
 from . import __version__
 from .errors import UserError
 from .optim import DEFAULT_LR, OPTIMIZERS, make_optimizer
+from .text import PAD
 
 ARCHS = {"lstm": nn.LSTM, "gru": nn.GRU}
 INITS = ("keras", "torch")
@@ -56,13 +58,20 @@ def keras_init_(model: SentimentRNN) -> None:
         if isinstance(rnn, nn.LSTM):
             # PyTorch gate order i, f, g, o matches Keras's; bias_hh stays 0, so the sum is 1.
             with torch.no_grad():
-                rnn.bias_ih_l0[hidden : 2 * hidden].fill_(1.0)
+                for name, param in rnn.named_parameters():
+                    if name.startswith("bias_ih"):
+                        param[hidden : 2 * hidden].fill_(1.0)
     nn.init.xavier_uniform_(model.head.weight)
     nn.init.zeros_(model.head.bias)
 
 
 def keras_parameter_count(
-    arch: str, num_words: int, embedding_dim: int, hidden_size: int, num_layers: int
+    arch: str,
+    num_words: int,
+    embedding_dim: int,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool = False,
 ) -> int:
     """Parameters of the same model in Keras (``model.summary()``'s total).
 
@@ -70,12 +79,26 @@ def keras_parameter_count(
     ``bias_hh``); Keras's GRU (``reset_after=True``) has two, like ``nn.GRU``.
     """
     gates, biases = (4, 1) if arch == "lstm" else (3, 2)
-    total = num_words * embedding_dim + hidden_size + 1
+    directions = 2 if bidirectional else 1
+    total = num_words * embedding_dim + directions * hidden_size + 1
     inputs = embedding_dim
     for _ in range(num_layers):
-        total += gates * (inputs * hidden_size + hidden_size * hidden_size + biases * hidden_size)
-        inputs = hidden_size
+        per_direction = inputs * hidden_size + hidden_size * hidden_size + biases * hidden_size
+        total += directions * gates * per_direction
+        inputs = directions * hidden_size
     return total
+
+
+def left_align(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's tokens in front of its padding (for packing) and return the lengths.
+
+    Works for pre- and post-padded rows alike; a row of padding only keeps length 1 so that
+    packing accepts it.
+    """
+    is_pad = tokens == PAD
+    order = torch.argsort(is_pad.to(torch.int8), dim=1, stable=True)
+    lengths = (~is_pad).sum(dim=1).clamp(min=1)
+    return tokens.gather(1, order), lengths
 
 
 class SentimentRNN(L.LightningModule):
@@ -90,6 +113,10 @@ class SentimentRNN(L.LightningModule):
         init: ``keras`` (Keras's initialisers) or ``torch`` (PyTorch's defaults).
         optimizer, lr: ``rmsprop`` (Keras's formula and defaults) or ``adam``; ``lr`` defaults
             to Keras's default for the optimiser (the lesson's RMSprop uses 1e-4).
+        bidirectional: each layer reads the review both ways; the head sees both final states.
+        packed: run the recurrent layers on packed sequences, so no step is spent on padding
+            (Keras's lesson runs over the padding).
+        grad_clip: clip the gradient norm to this value (``None``: no clipping).
     """
 
     def __init__(
@@ -103,21 +130,31 @@ class SentimentRNN(L.LightningModule):
         init: str = "keras",
         optimizer: str = "rmsprop",
         lr: float | None = None,
+        bidirectional: bool = False,
+        packed: bool = False,
+        grad_clip: float | None = None,
     ):
         super().__init__()
         _check_settings(
-            arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr
-        )
+            arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
+            grad_clip,
+        )  # fmt: skip
         if lr is None:
             lr = DEFAULT_LR[optimizer]
         self.save_hyperparameters()
         self.embedding = nn.Embedding(num_words, embedding_dim)
         self.input_dropouts = nn.ModuleList(SequenceDropout(dropout) for _ in range(num_layers))
+        directions = 2 if bidirectional else 1
         self.rnns = nn.ModuleList(
-            ARCHS[arch](embedding_dim if i == 0 else hidden_size, hidden_size, batch_first=True)
+            ARCHS[arch](
+                embedding_dim if i == 0 else directions * hidden_size,
+                hidden_size,
+                batch_first=True,
+                bidirectional=bidirectional,
+            )
             for i in range(num_layers)
         )
-        self.head = nn.Linear(hidden_size, 1)
+        self.head = nn.Linear(directions * hidden_size, 1)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
         self.val_acc = BinaryAccuracy()
@@ -128,11 +165,23 @@ class SentimentRNN(L.LightningModule):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of the positive class, shape ``(batch,)``."""
+        lengths = None
+        if self.hparams.packed:
+            tokens, lengths = left_align(tokens)
+            lengths = lengths.cpu()
         x = self.embedding(tokens)
         for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
-            x, _ = rnn(dropout(x))
-        # Like Keras's return_sequences=False: the last time step, a real token under pre-padding.
-        return self.head(x[:, -1]).squeeze(-1)
+            x = dropout(x)
+            if lengths is None:
+                x, state = rnn(x)
+            else:
+                packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                x, state = rnn(packed)
+                x, _ = pad_packed_sequence(x, batch_first=True, total_length=tokens.shape[1])
+        # The final hidden state of the top layer: without packing it is the last time step's
+        # output, as Keras's return_sequences=False returns; each direction's own final state.
+        final = state[0] if isinstance(state, tuple) else state  # (directions, batch, hidden)
+        return self.head(torch.cat(list(final), dim=-1)).squeeze(-1)
 
     def _shared_step(
         self, batch, stage: str, accuracy: BinaryAccuracy
@@ -173,6 +222,14 @@ class SentimentRNN(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        # Part of the model's settings, so a resumed run clips as the original did.
+        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Marks the file as this program's, so other checkpoints are told apart from corrupt ones.
         checkpoint["imdb_torch"] = {"version": __version__}
@@ -180,13 +237,15 @@ class SentimentRNN(L.LightningModule):
     def keras_parameter_count(self) -> int:
         hp = self.hparams
         return keras_parameter_count(
-            hp.arch, hp.num_words, hp.embedding_dim, hp.hidden_size, hp.num_layers
-        )
+            hp.arch, hp.num_words, hp.embedding_dim, hp.hidden_size, hp.num_layers,
+            hp.bidirectional,
+        )  # fmt: skip
 
 
 def _check_settings(
-    arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr
-):
+    arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
+    grad_clip,
+):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
     if init not in INITS:
@@ -203,5 +262,7 @@ def _check_settings(
             raise UserError(f"{name} must be at least 1, got {value}")
     if not 0 <= dropout < 1:
         raise UserError(f"dropout must lie in [0, 1), got {dropout}")
+    if grad_clip is not None and grad_clip <= 0:
+        raise UserError(f"the gradient clipping norm must be positive, got {grad_clip}")
     if lr is not None and lr <= 0:
         raise UserError(f"the learning rate must be positive, got {lr}")

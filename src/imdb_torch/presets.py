@@ -1,13 +1,22 @@
-"""The Keras lesson's four experiments, as named model settings."""
+"""Named configurations: the Keras lesson's four experiments, and a stronger one."""
 
 from __future__ import annotations
 
-MODEL_DEFAULTS = {
+# The lesson's settings; a preset changes some, flags given on the command line change any.
+DEFAULTS = {
     "arch": "lstm",
     "embedding_dim": 16,
     "hidden_size": 8,
     "num_layers": 1,
     "dropout": 0.0,
+    "bidirectional": False,
+    "packed": False,
+    "num_words": 500,
+    "maxlen": 100,
+    "optimizer": "rmsprop",
+    "lr": None,  # the optimiser's Keras default: 1e-4 for the lesson's RMSprop
+    "grad_clip": None,
+    "batch_size": 64,
 }
 
 PRESETS: dict[str, dict] = {
@@ -15,23 +24,50 @@ PRESETS: dict[str, dict] = {
     "lstm-dropout": {"arch": "lstm", "dropout": 0.3},  # LSTM(8, dropout=0.3)
     "lstm-2layer": {"arch": "lstm", "num_layers": 2, "dropout": 0.3},  # two stacked of those
     "gru": {"arch": "gru"},  # GRU(8)
+    # Beyond the book: a bigger vocabulary and window, a two-layer bidirectional LSTM that
+    # skips padding, Adam with gradient clipping.
+    "strong": {
+        "arch": "lstm",
+        "embedding_dim": 64,
+        "hidden_size": 64,
+        "num_layers": 2,
+        "dropout": 0.3,
+        "bidirectional": True,
+        "packed": True,
+        "num_words": 20000,
+        "maxlen": 400,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "grad_clip": 1.0,
+        "batch_size": 64,
+    },
 }
 
+MODEL_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
+              "packed", "num_words", "optimizer", "lr")  # fmt: skip
 
-def model_settings(preset: str | None, overrides: dict) -> dict:
+
+def resolve_settings(preset: str | None, overrides: dict) -> dict:
     """Defaults, then the preset, then every override that is not ``None``."""
-    settings = dict(MODEL_DEFAULTS)
+    settings = dict(DEFAULTS)
     if preset is not None:
         settings.update(PRESETS[preset])
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return settings
 
 
+STRUCTURE_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional")
+
+
 def experiment_name(settings: dict) -> str:
-    """The preset's name when the settings are exactly a preset's, else a descriptive one."""
+    """The name of the preset with the same layers, else a descriptive one."""
     for name in PRESETS:
-        if model_settings(name, {}) == settings:
+        preset = resolve_settings(name, {})
+        if all(preset[key] == settings[key] for key in STRUCTURE_KEYS):
             return name
-    return "{arch}-{num_layers}x{hidden_size}-emb{embedding_dim}-dropout{dropout:g}".format(
-        **settings
-    )
+    name = "{arch}-{num_layers}x{hidden_size}".format(**settings)
+    if settings["bidirectional"]:
+        name = "bi" + name
+    if settings["dropout"]:
+        name += "-dropout{dropout:g}".format(**settings)
+    return name

@@ -22,7 +22,7 @@ from ..fileio import atomic_path
 from ..model import ARCHS, INITS, SentimentRNN
 from ..optim import OPTIMIZERS
 from ..plots import plot_losses
-from ..presets import PRESETS, experiment_name, model_settings
+from ..presets import DEFAULTS, MODEL_KEYS, PRESETS, experiment_name, resolve_settings
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -40,6 +40,8 @@ presets (the lesson's four experiments; flags given as well override them):
   lstm-dropout  LSTM(8, dropout=0.3)
   lstm-2layer   two stacked LSTM(8, dropout=0.3)
   gru           GRU(8)
+  strong        beyond the book: vocabulary 20,000, maxlen 400, two-layer bidirectional
+                LSTM(64) on packed sequences, Adam 1e-3, gradient clipping at 1.0
 
 examples:
   python scripts/train.py --arch gru
@@ -61,7 +63,7 @@ def build_parser() -> ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     model = parser.add_argument_group("model (defaults: the preset's, else LSTM(8))")
-    model.add_argument("--preset", choices=PRESETS, help="one of the lesson's experiments")
+    model.add_argument("--preset", choices=PRESETS, help="a named configuration (see below)")
     model.add_argument("--arch", choices=ARCHS, help="recurrent layer type (default lstm)")
     model.add_argument("--num-layers", type=positive_int, help="stacked recurrent layers (1)")
     model.add_argument("--hidden-size", type=positive_int, help="units per layer (8)")
@@ -70,6 +72,17 @@ def build_parser() -> ArgumentParser:
         "--dropout",
         type=float,
         help="Keras-style input dropout on every recurrent layer, in [0, 1) (0)",
+    )
+    model.add_argument(
+        "--bidirectional",
+        action=argparse.BooleanOptionalAction,
+        help="read each review in both directions (off)",
+    )
+    model.add_argument(
+        "--packed",
+        action=argparse.BooleanOptionalAction,
+        help="run the recurrent layers on packed sequences, skipping padding (off; Keras "
+        "runs over the padding)",
     )
     model.add_argument(
         "--init",
@@ -88,12 +101,9 @@ def build_parser() -> ArgumentParser:
     data.add_argument(
         "--num-words",
         type=positive_int,
-        default=500,
         help="vocabulary size; rarer words become the out-of-vocabulary index 2 (default 500)",
     )
-    data.add_argument(
-        "--maxlen", type=positive_int, default=100, help="tokens kept per review (default 100)"
-    )
+    data.add_argument("--maxlen", type=positive_int, help="tokens kept per review (default 100)")
     data.add_argument(
         "--padding",
         choices=("pre", "post"),
@@ -131,7 +141,6 @@ def build_parser() -> ArgumentParser:
     fit.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
-        default="rmsprop",
         help="rmsprop: Keras's formula, rho 0.9, eps 1e-7 (default); adam",
     )
     fit.add_argument(
@@ -140,7 +149,12 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="learning rate (default 1e-4 for rmsprop, 1e-3 for adam)",
     )
-    fit.add_argument("--batch-size", type=positive_int, default=64, help="(default 64)")
+    fit.add_argument("--batch-size", type=positive_int, help="(default 64)")
+    fit.add_argument(
+        "--grad-clip",
+        type=float,
+        help="clip the gradient norm to this value (default: no clipping)",
+    )
     fit.add_argument(
         "--eval-batch-size",
         type=positive_int,
@@ -191,17 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Settings a resumed run takes from its checkpoint; giving another value is an error.
-MODEL_FLAGS = (
-    "arch",
-    "num_layers",
-    "hidden_size",
-    "embedding_dim",
-    "dropout",
-    "init",
-    "optimizer",
-    "lr",
-    "num_words",
-)
+MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip")
 DATA_FLAGS = (
     "num_words",
     "maxlen",
@@ -235,7 +239,9 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         resume_path = None
         model_kwargs, data_kwargs = _settings_from_flags(args)
-        name = args.name or experiment_name({key: model_kwargs[key] for key in MODEL_SETTING_KEYS})
+        name = args.name or experiment_name(
+            resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
+        )
         logdir = Path(args.logdir)
         version = _claim_version(logdir / name)
     L.seed_everything(args.seed, workers=True, verbose=False)
@@ -296,19 +302,13 @@ def _main(argv: Sequence[str] | None) -> int:
     return _finish(trainer, model, checkpoint, history, save_path, name)
 
 
-MODEL_SETTING_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout")
-
-
 def _settings_from_flags(args) -> tuple[dict, dict]:
-    settings = model_settings(args.preset, {key: getattr(args, key) for key in MODEL_SETTING_KEYS})
-    model_kwargs = {
-        **settings,
-        "num_words": args.num_words,
-        "init": args.init,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-    }
+    settings = resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
+    model_kwargs = {key: settings[key] for key in MODEL_KEYS}
+    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"])
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
+    data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],
+                       batch_size=settings["batch_size"])  # fmt: skip
     return model_kwargs, data_kwargs
 
 
@@ -350,7 +350,7 @@ def _resume_target(args) -> tuple[Path, Path]:
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
         return path, run_dir
-    settings = model_settings(args.preset, {key: getattr(args, key) for key in MODEL_SETTING_KEYS})
+    settings = resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
     base = Path(args.logdir) / (args.name or experiment_name(settings))
     runs = sorted(
         (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
