@@ -158,7 +158,11 @@ def keras_words(cache_dir: Path | None = None, download: bool = True) -> list[st
         path = fetch(IMDB_WORD_INDEX, cache_dir, timeout=10, download=download)
         ranks = json.loads(path.read_text(encoding="utf-8"))
     except (UserError, ValueError) as exc:
-        warnings.warn(f"Keras's IMDB word index is unavailable ({exc})", stacklevel=2)
+        warnings.warn(
+            f"Keras's imdb_word_index.json is unavailable, so models trained now cannot encode "
+            f"raw text later (training is unaffected): {exc}",
+            stacklevel=2,
+        )
         return []
     words = [""] * max(ranks.values())
     for word, rank in ranks.items():

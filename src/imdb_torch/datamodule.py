@@ -102,8 +102,8 @@ class IMDBDataModule(L.LightningDataModule):
         corpus = load_corpus(source, self.cache_dir)
         words = corpus.words
         if source.kind == KERAS_NPZ:
-            # Download the word index only along with the default download, never offline.
-            words = keras_words(self.cache_dir, download=self.hparams.data in (None, "keras"))
+            # The npz holds indices only; Keras's word index maps raw text onto them.
+            words = keras_words(self.cache_dir)
         self.words = words[: self.hparams.num_words - INDEX_FROM - 1]
         self._make_sets(corpus)
 

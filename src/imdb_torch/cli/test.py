@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -13,6 +15,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 from ..checkpoint import datamodule_settings, model_from_checkpoint, read_checkpoint, vocabulary
 from ..datamodule import IMDBDataModule
 from ..errors import UserError
+from ..fileio import atomic_path
+from ..runs import TEST_FILE, run_dir_of
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -82,6 +86,7 @@ def _main(argv: Sequence[str] | None) -> int:
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
     predicted = (probabilities >= 0.5).astype(np.int64)
 
+    _record(checkpoint, args.ckpt, metrics, len(labels))
     print(f"test reviews: {len(labels):,}")
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
@@ -93,6 +98,17 @@ def _main(argv: Sequence[str] | None) -> int:
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
     return 0
+
+
+def _record(checkpoint: dict, ckpt_path: str, metrics: dict, reviews: int) -> None:
+    """Leave the results in the run directory, where compare.py finds them."""
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None or not run_dir.is_dir():
+        return
+    record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
+              "test_reviews": reviews, "checkpoint": str(Path(ckpt_path).resolve())}  # fmt: skip
+    with atomic_path(run_dir / TEST_FILE) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ def _main(argv: Sequence[str] | None) -> int:
         name = args.name or experiment_name(
             resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
         )
-        logdir = Path(args.logdir)
+        logdir = Path(args.logdir).resolve()
         version = _claim_version(logdir / name)
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = IMDBDataModule(**data_kwargs)

@@ -1,0 +1,97 @@
+"""Overlay the learning curves of several training runs and tabulate their results."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..errors import UserError
+from ..fileio import atomic_path
+from ..runs import Run, load_run
+from .common import ArgumentParser, run
+
+PROG = "compare.py"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description=(
+            "Overlay train (dashed) and validation (solid) loss and accuracy per epoch of several "
+            "runs in one figure, and print each run's best epoch, validation loss and accuracy, "
+            "and test accuracy when test.py has evaluated it. Reads what training logged; "
+            "nothing is trained again."
+        ),
+    )
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        help="run directories (lightning_logs/gru/version_0), experiment directories "
+        "(lightning_logs/gru: its newest run) or checkpoints",
+    )
+    parser.add_argument("--out", default="compare.png", help="figure to write (PNG)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    runs = [load_run(path) for path in args.runs]
+    print(table(runs))
+    plot(runs, out)
+    print(f"\nfigure: {out}")
+    return 0
+
+
+def table(runs: list[Run]) -> str:
+    def number(value, digits=4):
+        return f"{value:.{digits}f}" if value is not None else "-"
+
+    lines = [
+        f"{'run':<28} {'epochs':>6} {'best':>5} {'val_loss':>9} {'val_acc':>8} {'test_acc':>9}"
+    ]
+    for item in runs:
+        best = item.best() or {}
+        test_acc = (item.test or {}).get("test_acc")
+        lines.append(
+            f"{item.name:<28} {len(item.history):>6} {best.get('epoch', '-'):>5} "
+            f"{number(best.get('val_loss')):>9} {number(best.get('val_acc')):>8} "
+            f"{number(test_acc):>9}"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    figure = Figure(figsize=(11, 4.2), dpi=110)
+    loss_axes, acc_axes = figure.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for item, colour in zip(runs, colours, strict=True):
+        for axes, metric in ((loss_axes, "loss"), (acc_axes, "acc")):
+            for split, style in (("train", "--"), ("val", "-")):
+                points = [(r["epoch"], r[f"{split}_{metric}"]) for r in item.history
+                          if f"{split}_{metric}" in r]  # fmt: skip
+                if points:
+                    label = item.name if split == "val" else None
+                    axes.plot(*zip(*points, strict=True), style, color=colour, label=label)
+    for axes, ylabel in ((loss_axes, "loss"), (acc_axes, "accuracy")):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+    loss_axes.legend(fontsize="small")
+    acc_axes.set_title("dashed: train, solid: validation", fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

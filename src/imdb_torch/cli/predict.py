@@ -1,0 +1,96 @@
+"""Classify raw reviews with a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UserError
+from ..predictor import Predictor
+from .common import ArgumentParser, positive_int, run
+
+PROG = "predict.py"
+
+EPILOG = """\
+input:
+  Reviews come from the arguments, else from --file (one review per line), else from standard
+  input (one per line). Blank lines are skipped. Text is encoded as the model's training data
+  was: lower case, punctuation and <br /> removed, words outside the model's vocabulary
+  (num_words most frequent) become "unknown". A review longer than the model's maxlen is cut
+  the way training data was (by default keeping its last maxlen words). Text in another
+  language, or of unknown words only, still gets a probability, but it means little: the
+  "known" column says how many words the model recognised.
+
+examples:
+  python scripts/predict.py --ckpt best.ckpt "This film was wonderful" "A dull, boring mess"
+  python scripts/predict.py --ckpt best.ckpt --file reviews.txt --json
+  cat reviews.txt | python scripts/predict.py --ckpt best.ckpt
+"""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Print each review's probability of being positive, and its label.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("reviews", nargs="*", help="review texts (quote each one)")
+    parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
+    parser.add_argument("--file", help="a UTF-8 text file with one review per line")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--batch-size", type=positive_int, default=1024, help="(default 1024)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+def _read_reviews(args) -> list[str]:
+    if args.reviews:
+        lines = args.reviews
+    elif args.file:
+        path = Path(args.file)
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    else:
+        if sys.stdin.isatty():
+            print("reading reviews from standard input, one per line (Ctrl-D ends)",
+                  file=sys.stderr)  # fmt: skip
+        lines = sys.stdin.read().splitlines()
+    reviews = [line for line in lines if line.strip()]
+    if len(reviews) < len(lines):
+        print(f"skipped {len(lines) - len(reviews)} blank review(s)", file=sys.stderr)
+    if not reviews:
+        raise UserError("no reviews to classify: give texts as arguments, --file, or stdin")
+    return reviews
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    predictor = Predictor.from_path(args.ckpt, device=args.device)
+    reviews = _read_reviews(args)
+    predictions = predictor.predict(reviews, batch_size=args.batch_size)
+    if args.json:
+        for p in predictions:
+            record = {"text": p.text, "positive": round(p.positive, 6), "label": p.label,
+                      "known_words": p.known_words, "words": p.words}  # fmt: skip
+            print(json.dumps(record, ensure_ascii=False))
+        return 0
+    print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
+    for p in predictions:
+        known = f"{p.known_words}/{p.words}"
+        text = p.text if len(p.text) <= 70 else p.text[:67] + "..."
+        print(f"{p.positive:8.3f}  {p.label:<8}  {known:>9}  {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

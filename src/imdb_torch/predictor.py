@@ -1,0 +1,74 @@
+"""Sentiment of raw text from a trained checkpoint, encoded exactly as its training data was."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import datamodule_settings, model_from_checkpoint, read_checkpoint, vocabulary
+from .errors import UserError
+from .sequences import RaggedSequences, pad_sequences
+from .text import OOV, encode, tokenize, word_to_index
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    positive: float
+    """Probability that the review is positive."""
+    known_words: int
+    words: int
+
+    @property
+    def label(self) -> str:
+        return "positive" if self.positive >= 0.5 else "negative"
+
+
+class Predictor:
+    """A checkpoint's model with its vocabulary and padding rules, ready for raw text.
+
+    Words outside the model's vocabulary become the out-of-vocabulary index, as in training;
+    a review longer than the model's ``maxlen`` is cut the same way its training data was
+    (by default keeping the end).
+    """
+
+    def __init__(self, checkpoint: dict, device: str = "cpu"):
+        self.model = model_from_checkpoint(checkpoint).to(device)
+        self.device = device
+        settings = datamodule_settings(checkpoint)
+        self.num_words = self.model.hparams.num_words
+        self.maxlen = settings.get("maxlen", 100)
+        self.padding = settings.get("padding", "pre")
+        self.truncating = settings.get("truncating", "pre")
+        words = vocabulary(checkpoint)
+        if not words:
+            raise UserError(
+                "this checkpoint carries no vocabulary (it was trained on imdb.npz while Keras's "
+                "word index was unavailable), so raw text cannot be encoded for it"
+            )
+        self.index = word_to_index(words)
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str = "cpu") -> Predictor:
+        return cls(read_checkpoint(path), device)
+
+    def predict(self, texts: list[str], batch_size: int = 1024) -> list[Prediction]:
+        tokenized = [tokenize(text) for text in texts]
+        encoded = [encode(words, self.index, self.num_words) for words in tokenized]
+        tokens = pad_sequences(
+            RaggedSequences.from_lists(encoded), self.maxlen, self.padding, self.truncating
+        )
+        probabilities = np.empty(len(texts), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = torch.from_numpy(tokens[start : start + batch_size]).to(self.device)
+                probabilities[start : start + batch_size] = (
+                    torch.sigmoid(self.model(batch)).float().cpu().numpy()
+                )
+        return [
+            Prediction(text, float(p), sum(code != OOV for code in codes[1:]), len(words))
+            for text, p, codes, words in zip(texts, probabilities, encoded, tokenized, strict=True)
+        ]

@@ -1,0 +1,127 @@
+"""predict.py and compare.py on a tiny model trained here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imdb_torch.checkpoint import datamodule_settings, read_checkpoint
+from imdb_torch.cli import compare as compare_cli
+from imdb_torch.cli import predict as predict_cli
+from imdb_torch.cli import test as test_cli
+from imdb_torch.cli import train as train_cli
+from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.predictor import Predictor
+from imdb_torch.sequences import RaggedSequences, pad_sequences
+from imdb_torch.text import encode, tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_tarball):
+    tmp_path = tmp_path_factory.mktemp("runs")
+    common = ["--data", str(tiny_tarball), "--maxlen", "20", "--num-words", "30",
+              "--optimizer", "adam", "--lr", "0.02", "--batch-size", "16", "--no-progress",
+              "--logdir", str(tmp_path / "logs")]  # fmt: skip
+    for arch in ("gru", "lstm"):
+        argv = [
+            *common,
+            "--arch",
+            arch,
+            "--max-epochs",
+            "4",
+            "--save",
+            str(tmp_path / f"{arch}.ckpt"),
+        ]
+        assert train_cli.main(argv) == 0
+    return tmp_path
+
+
+def test_predict_classifies_texts_from_arguments(runs, capsys):
+    code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), "A wonderful, brilliant film!",
+                             "Awful and boring, I hated it."])  # fmt: skip
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["positive", "label", "known"]
+    assert lines[1].split()[1] == "positive" and lines[2].split()[1] == "negative"
+    assert float(lines[1].split()[0]) > 0.5 > float(lines[2].split()[0])
+
+
+def test_predict_json_from_file_skips_blank_lines(runs, tmp_path, capsys):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("excellent superb movie\n\n   \nterrible dull plot\nЭто фильм\n")
+    assert predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), "--file", str(reviews),
+                             "--json"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["label"] for r in records[:2]] == ["positive", "negative"]
+    assert records[2]["known_words"] == 0 and records[2]["words"] == 2  # unknown words only
+    assert 0 <= records[2]["positive"] <= 1
+    assert "skipped 2 blank" in captured.err
+
+
+def test_predict_reads_standard_input(runs):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt", str(runs / "gru.ckpt")],
+        input="loved it, great film\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "positive" in result.stdout.splitlines()[1]
+
+
+def test_predict_encodes_like_the_training_data(runs, review_files):
+    checkpoint = read_checkpoint(runs / "gru.ckpt")
+    datamodule = IMDBDataModule(**datamodule_settings(checkpoint))
+    datamodule.setup("test")
+    predictor = Predictor(checkpoint)
+    raw = review_files["aclImdb/test/neg/0_2.txt"]  # sorts first in the test split
+    encoded = encode(tokenize(raw), predictor.index, predictor.num_words)
+    ours = pad_sequences(RaggedSequences.from_lists([encoded]), predictor.maxlen)
+    assert ours[0].tolist() == datamodule.test_set.tokens[0].tolist()
+
+
+def test_very_long_and_empty_inputs(runs, capsys):
+    long_review = "great " * 5000 + "awful"
+    assert predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), long_review]) == 0
+    assert "5001/5001" in capsys.readouterr().out
+    code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), "  "])
+    assert code == 2 and "no reviews" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_bad_checkpoint(tmp_path, capsys):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(b"\x00" * 100)
+    assert predict_cli.main(["--ckpt", str(path), "text"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_compare_overlays_runs_and_reports_test_accuracy(runs, capsys):
+    assert test_cli.main(["--ckpt", str(runs / "gru.ckpt")]) == 0
+    capsys.readouterr()
+    out_png = runs / "compare.png"
+    code = compare_cli.main([str(runs / "logs" / "gru"), str(runs / "lstm.ckpt"),
+                             "--out", str(out_png)])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    gru_line = next(line for line in out.splitlines() if line.startswith("gru/version_0"))
+    lstm_line = next(line for line in out.splitlines() if line.startswith("lstm/version_0"))
+    assert gru_line.split()[1] == "4" and gru_line.split()[-1] != "-"
+    assert lstm_line.split()[-1] == "-"  # not evaluated yet
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert compare_cli.main([str(tmp_path / "empty"), "--out", str(tmp_path / "c.png")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["predict.py", "compare.py"])
+def test_help(script):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert "usage:" in result.stdout
+    if script == "predict.py":
+        assert "unknown" in result.stdout and "maxlen" in result.stdout
