@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import lightning as L
@@ -26,10 +27,16 @@ class EpochHistory(L.Callback):
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch + 1}
+        # Wall time of the epoch, validation included, as Keras reports an epoch's time.
+        row = {"epoch": trainer.current_epoch + 1,
+               "seconds": round(time.perf_counter() - self._started, 3)}  # fmt: skip
         row.update({key: float(metrics[key]) for key in HISTORY_KEYS if key in metrics})
         self.epochs.append(row)
         if trainer.is_global_zero and trainer.log_dir:

@@ -9,20 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
-
-from ..callbacks import EpochHistory, RandomState
-from ..checkpoint import AtomicCheckpointIO, read_checkpoint
-from ..datamodule import IMDBDataModule
+from ..checkpoint import read_checkpoint
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..model import ARCHS, INITS, SentimentRNN
 from ..optim import OPTIMIZERS
 from ..plots import plot_losses
 from ..presets import DEFAULTS, MODEL_KEYS, PRESETS, experiment_name, resolve_settings
+from ..training import Hardware, prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -41,7 +35,7 @@ presets (the lesson's four experiments; flags given as well override them):
   lstm-2layer   two stacked LSTM(8, dropout=0.3)
   gru           GRU(8)
   strong        beyond the book: vocabulary 20,000, maxlen 400, two-layer bidirectional
-                LSTM(64) on packed sequences, Adam 1e-3, gradient clipping at 1.0
+                LSTM(64), Adam 1e-3, gradient clipping at 1.0
 
 examples:
   python scripts/train.py --arch gru
@@ -244,62 +238,49 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         logdir = Path(args.logdir).resolve()
         version = _claim_version(logdir / name)
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    datamodule = IMDBDataModule(**data_kwargs)
-    model = SentimentRNN(**model_kwargs)
-
-    history = EpochHistory()
-    checkpoint = ModelCheckpoint(
-        monitor="val_loss",
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        filename="best-epoch{epoch:03d}-val_loss{val_loss:.4f}",
-        auto_insert_metric_name=False,
-        # Saved after EpochHistory has recorded the epoch, so checkpoints carry the full history.
-        save_on_train_epoch_end=True,
-    )
-    trainer = L.Trainer(
+    run = prepare(
+        model_kwargs,
+        data_kwargs,
+        seed=args.seed,
         max_epochs=args.max_epochs,
-        accelerator=args.accelerator,
-        devices=devices_value(args.devices),
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
-        logger=TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False),
-        callbacks=[
-            history,
-            RandomState(),
-            checkpoint,
-            EarlyStopping(monitor="val_loss", mode="min", patience=args.patience),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=not args.no_progress,
-        log_every_n_steps=50,
+        patience=args.patience,
+        logdir=logdir,
+        name=name,
+        version=version,
+        hardware=Hardware(
+            args.accelerator,
+            devices_value(args.devices),
+            args.strategy,
+            args.num_nodes,
+            args.precision,
+        ),  # fmt: skip
+        progress=not args.no_progress,
     )
-    if trainer.is_global_zero:
-        print(f"experiment {name}: {_parameter_line(model)}")
+    if run.trainer.is_global_zero:
+        print(f"experiment {name}: {_parameter_line(run.model)}")
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+        run.fit(resume_from=resume_path)
     except SystemExit:
         # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
-        if not trainer.interrupted:
+        if not run.trainer.interrupted:
             raise
-        last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
-        if last is not None and last.is_file():
-            print(
-                f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
-                f"resume with: python scripts/train.py --resume {last}",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                "\ninterrupted before the first epoch finished: nothing to resume", file=sys.stderr
-            )
+        _explain_interrupt(run.checkpoint.last_model_path)
         return 130
-    if not trainer.is_global_zero:
+    if not run.trainer.is_global_zero:
         return 0
-    return _finish(trainer, model, checkpoint, history, save_path, name)
+    return _finish(run, save_path, name)
+
+
+def _explain_interrupt(last_model_path: str) -> None:
+    last = Path(last_model_path) if last_model_path else None
+    if last is not None and last.is_file():
+        print(
+            f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
+            f"resume with: python scripts/train.py --resume {last}",
+            file=sys.stderr,
+        )
+    else:
+        print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
 
 
 def _settings_from_flags(args) -> tuple[dict, dict]:
@@ -396,18 +377,12 @@ def _parameter_line(model: SentimentRNN) -> str:
     return line + ")"
 
 
-def _finish(trainer, model, checkpoint, history, save_path: Path, name: str) -> int:
-    best_path = checkpoint.best_model_path
-    if not best_path:
-        raise UserError("training stopped before any validation: no checkpoint to save")
-    # Keras's restore_best_weights: the model in memory ends with the best epoch's weights.
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(best["state_dict"])
+def _finish(run, save_path: Path, name: str) -> int:
+    best_path = run.restore_best()
     with atomic_path(save_path) as tmp:
         shutil.copyfile(best_path, tmp)
-
-    run_dir = Path(trainer.log_dir)
-    plot = plot_losses(history.epochs, run_dir / "loss.png", title=name)
+    history = run.history
+    plot = plot_losses(history.epochs, Path(run.trainer.log_dir) / "loss.png", title=name)
     row = history.best()
     if row is not None:
         print(
@@ -416,7 +391,7 @@ def _finish(trainer, model, checkpoint, history, save_path: Path, name: str) -> 
         )
     print(f"best model:  {save_path}  (also {best_path})")
     print(f"loss plot:   {plot}")
-    print(f"TensorBoard: tensorboard --logdir {trainer.logger.save_dir}")
+    print(f"TensorBoard: tensorboard --logdir {run.trainer.logger.save_dir}")
     return 0
 
 

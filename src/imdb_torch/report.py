@@ -1,0 +1,132 @@
+"""Results of the chapter's experiments: one JSON per run, a markdown summary and figures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .fileio import atomic_path
+
+EXPERIMENTS = ("lstm", "lstm-dropout", "lstm-2layer", "gru")
+FRAMEWORKS = ("keras", "imdb-torch")
+# The book's published numbers (val loss / val acc at the best epoch, test acc of the 2-layer).
+BOOK = {
+    "lstm": {"best_val_loss": 0.437, "best_val_acc": 0.793},
+    "lstm-dropout": {"best_val_loss": 0.447, "best_val_acc": 0.790},
+    "lstm-2layer": {"best_val_loss": 0.467, "best_val_acc": 0.784, "test_acc": 0.785},
+    "gru": {"best_val_loss": 0.432, "best_val_acc": 0.798},
+}
+
+
+def run_file(results_dir: Path, framework: str, experiment: str, seed: int) -> Path:
+    return results_dir / "runs" / f"{framework}-{experiment}-seed{seed}.json"
+
+
+def write_run(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+
+
+def load_runs(results_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results_dir / "runs").glob("*.json"))]
+
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summary_table(runs: list[dict]) -> str:
+    """Markdown: per framework and experiment, mean ± standard deviation over seeds."""
+    header = ("| experiment | framework | seeds | epochs run | best epoch | best val loss | "
+              "best val acc | test acc | median epoch s |")  # fmt: skip
+    lines = [header, "|" + "---|" * 9]
+    for experiment in EXPERIMENTS:
+        for framework in FRAMEWORKS:
+            group = [
+                r for r in runs if r["experiment"] == experiment and r["framework"] == framework
+            ]
+            if not group:
+                continue
+
+            def values(key, group=group):
+                return [r[key] for r in group if r.get(key) is not None]
+
+            lines.append(
+                f"| {experiment} | {framework} | {len(group)} "
+                f"| {_mean_std(values('epochs_run'), 1)} "
+                f"| {_mean_std(values('best_epoch'), 1)} | {_mean_std(values('best_val_loss'))} "
+                f"| {_mean_std(values('best_val_acc'))} | {_mean_std(values('test_acc'))} "
+                f"| {_mean_std(values('median_epoch_seconds'), 2)} |"
+            )
+        book = BOOK[experiment]
+        lines.append(
+            f"| {experiment} | book (Keras) | 1 | | | {book['best_val_loss']:.3f} "
+            f"| {book['best_val_acc']:.3f} | {book.get('test_acc', '')} | |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    """The book's four loss plots side by side: train (dashed) and val (solid), every seed."""
+    figure = Figure(figsize=(11, 8), dpi=100)
+    axes_grid = figure.subplots(2, 2, sharey=True)
+    colours = {"imdb-torch": "C0", "keras": "C1"}
+    for axes, experiment in zip(axes_grid.flat, EXPERIMENTS, strict=True):
+        for run in (r for r in runs if r["experiment"] == experiment):
+            epochs = [row["epoch"] for row in run["history"]]
+            colour = colours.get(run["framework"], "C2")
+            label = f"{run['framework']} seed {run['seed']}"
+            axes.plot(epochs, [row["train_loss"] for row in run["history"]], "--", color=colour,
+                      alpha=0.6, linewidth=1)  # fmt: skip
+            axes.plot(epochs, [row["val_loss"] for row in run["history"]], "-", color=colour,
+                      alpha=0.8, linewidth=1, label=label)  # fmt: skip
+        axes.set_title(experiment)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("loss (dashed: train, solid: val)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="x-small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def plot_test_accuracy(runs: list[dict], path: Path) -> None:
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.subplots()
+    width = 0.38
+    for offset, framework in ((-width / 2, "keras"), (width / 2, "imdb-torch")):
+        means, errors = [], []
+        for experiment in EXPERIMENTS:
+            values = [r["test_acc"] for r in runs
+                      if r["experiment"] == experiment and r["framework"] == framework]  # fmt: skip
+            means.append(statistics.mean(values) if values else 0)
+            errors.append(statistics.stdev(values) if len(values) > 1 else 0)
+        positions = [i + offset for i in range(len(EXPERIMENTS))]
+        axes.bar(positions, means, width, yerr=errors, label=framework, capsize=3)
+    axes.set_xticks(range(len(EXPERIMENTS)), EXPERIMENTS)
+    axes.set_ylim(0.5, 0.9)
+    axes.set_ylabel("test accuracy (mean ± std over seeds)")
+    axes.legend()
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def write_report(results_dir: Path) -> Path:
+    runs = load_runs(results_dir)
+    summary = results_dir / "summary.md"
+    with atomic_path(summary) as tmp:
+        tmp.write_text(summary_table(runs) + "\n")
+    if runs:
+        plot_curves(runs, results_dir / "curves.png")
+        plot_test_accuracy(runs, results_dir / "test_accuracy.png")
+    return summary

@@ -1,0 +1,107 @@
+"""One training run as the lesson defines it, shared by train.py and reproduce.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from .callbacks import EpochHistory, RandomState
+from .checkpoint import AtomicCheckpointIO
+from .datamodule import IMDBDataModule
+from .errors import UserError
+from .model import SentimentRNN
+
+
+@dataclass
+class Hardware:
+    """Passed to Lightning's ``Trainer`` as they are."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+
+
+@dataclass
+class Run:
+    trainer: L.Trainer
+    model: SentimentRNN
+    datamodule: IMDBDataModule
+    checkpoint: ModelCheckpoint
+    history: EpochHistory
+    hardware: Hardware = field(default_factory=Hardware)
+
+    def fit(self, resume_from: str | Path | None = None) -> None:
+        # weights_only: a resumed checkpoint is never allowed to run code while loading.
+        self.trainer.fit(
+            self.model, datamodule=self.datamodule, ckpt_path=resume_from, weights_only=True
+        )
+
+    def restore_best(self) -> Path:
+        """Keras's ``restore_best_weights``: load the best epoch's weights into the model."""
+        best_path = self.checkpoint.best_model_path
+        if not best_path:
+            raise UserError("training stopped before any validation: no best checkpoint")
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(best["state_dict"])
+        return Path(best_path)
+
+
+def prepare(
+    model_kwargs: dict,
+    data_kwargs: dict,
+    *,
+    seed: int,
+    max_epochs: int,
+    patience: int,
+    logdir: Path,
+    name: str,
+    version: int | None,
+    hardware: Hardware | None = None,
+    progress: bool = True,
+) -> Run:
+    """Seed, then build the data module, the model and a Trainer with the lesson's callbacks.
+
+    ``ModelCheckpoint`` keeps the best epoch by validation loss and the last one, both saved
+    atomically; ``EarlyStopping`` stops after ``patience`` epochs without improvement.
+    """
+    hardware = hardware or Hardware()
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = IMDBDataModule(**data_kwargs)
+    model = SentimentRNN(**model_kwargs)
+    history = EpochHistory()
+    checkpoint = ModelCheckpoint(
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        filename="best-epoch{epoch:03d}-val_loss{val_loss:.4f}",
+        auto_insert_metric_name=False,
+        # Saved after EpochHistory has recorded the epoch, so checkpoints carry the full history.
+        save_on_train_epoch_end=True,
+    )
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=hardware.accelerator,
+        devices=hardware.devices,
+        strategy=hardware.strategy,
+        num_nodes=hardware.num_nodes,
+        precision=hardware.precision,
+        logger=TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False),
+        callbacks=[
+            history,
+            RandomState(),
+            checkpoint,
+            EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        log_every_n_steps=50,
+    )
+    return Run(trainer, model, datamodule, checkpoint, history, hardware)
