@@ -94,6 +94,8 @@ def test_parameter_counts_against_keras(preset, keras, ours):
     model = SentimentRNN(**{key: settings[key] for key in MODEL_KEYS})
     assert model.keras_parameter_count() == keras
     assert sum(p.numel() for p in model.parameters()) == ours
+    # nn.LSTM's second bias is held at zero, so what trains is exactly Keras's model
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == keras
 
 
 def test_presets_are_the_lessons_experiments():
@@ -200,3 +202,33 @@ def test_optimizer_defaults_are_keras_defaults():
     adam = make_optimizer("adam", model.parameters(), 1e-3)
     assert adam.defaults["eps"] == 1e-7
     assert SentimentRNN(optimizer="adam").hparams.lr == 1e-3
+
+
+def test_lstm_recurrent_bias_stays_zero_and_torch_init_trains_it():
+    model = SentimentRNN(arch="lstm")
+    optimizer = model.configure_optimizers()
+    tokens, labels = torch.randint(0, 500, (8, 10)), torch.ones(8)
+    model.loss_fn(model(tokens), labels).backward()
+    optimizer.step()
+    assert torch.equal(model.rnns[0].bias_hh_l0, torch.zeros(32))
+    assert SentimentRNN(arch="lstm", init="torch").rnns[0].bias_hh_l0.requires_grad
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_embedding_velocity_per_occurrence_or_dense(sparse):
+    torch.manual_seed(0)
+    model = SentimentRNN(arch="gru", num_words=10, sparse_embedding_updates=sparse)
+    optimizer = model.configure_optimizers()
+    tokens = torch.tensor([[1, 5, 5, 5], [1, 2, 5, 7]])
+    logits = model(tokens)
+    captured = []
+    model.embedding.weight.register_hook(lambda grad: captured.append(grad.clone()))
+    model.loss_fn(logits, torch.tensor([1.0, 0.0])).backward()
+    optimizer.step()
+    velocity = optimizer.state[model.embedding.weight]["square_avg"]
+    dense = 0.1 * captured[0] ** 2
+    if sparse:  # word 5 occurs four times: the sum of four squares exceeds the square of the sum
+        assert (velocity[5] > dense[5] * 1.01).any()
+        assert torch.allclose(velocity[7], dense[7])  # one occurrence: the same
+    else:
+        assert torch.allclose(velocity, dense)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from . import __version__
 from .errors import UserError
-from .optim import DEFAULT_LR, OPTIMIZERS, make_optimizer
+from .optim import DEFAULT_LR, OPTIMIZERS, ROW_SQUARES, make_optimizer
 from .text import PAD
 
 ARCHS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -56,13 +58,26 @@ def keras_init_(model: SentimentRNN) -> None:
             else:
                 nn.init.zeros_(param)
         if isinstance(rnn, nn.LSTM):
-            # PyTorch gate order i, f, g, o matches Keras's; bias_hh stays 0, so the sum is 1.
+            # PyTorch gate order i, f, g, o matches Keras's. Keras's LSTM has one bias; nn.LSTM
+            # adds bias_ih and bias_hh. Training both would move their sum twice as far per
+            # RMSprop step as Keras moves its bias, so bias_hh is held at zero.
             with torch.no_grad():
                 for name, param in rnn.named_parameters():
                     if name.startswith("bias_ih"):
                         param[hidden : 2 * hidden].fill_(1.0)
+                    elif name.startswith("bias_hh"):
+                        param.requires_grad_(False)
     nn.init.xavier_uniform_(model.head.weight)
     nn.init.zeros_(model.head.bias)
+
+
+def _add_row_squares(weight: torch.Tensor, tokens: torch.Tensor, grad: torch.Tensor) -> None:
+    """Sum, per embedding row, the squares of the gradients of each of its occurrences."""
+    squares = torch.zeros_like(weight).index_add_(
+        0, tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square()
+    )
+    previous = getattr(weight, ROW_SQUARES, None)
+    setattr(weight, ROW_SQUARES, squares if previous is None else previous + squares)
 
 
 def keras_parameter_count(
@@ -117,6 +132,11 @@ class SentimentRNN(L.LightningModule):
         packed: run the recurrent layers on packed sequences, so no step is spent on padding
             (Keras's lesson runs over the padding).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        sparse_embedding_updates: with RMSprop, update the embedding as Keras 3 does: its
+            gradient is sparse, one slice per occurrence of a word, and the running average of
+            squared gradients adds each slice's square rather than the square of their sum, so
+            a word seen n times in a batch takes a step up to √n times larger. ``False`` gives
+            the dense update (Keras 2 behaved so).
     """
 
     def __init__(
@@ -133,6 +153,7 @@ class SentimentRNN(L.LightningModule):
         bidirectional: bool = False,
         packed: bool = False,
         grad_clip: float | None = None,
+        sparse_embedding_updates: bool = True,
     ):
         super().__init__()
         _check_settings(
@@ -162,6 +183,7 @@ class SentimentRNN(L.LightningModule):
         self.test_probabilities: list[torch.Tensor] = []
         if init == "keras":
             keras_init_(self)
+        self._tracks_row_squares = sparse_embedding_updates and optimizer == "rmsprop"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of the positive class, shape ``(batch,)``."""
@@ -170,6 +192,8 @@ class SentimentRNN(L.LightningModule):
             tokens, lengths = left_align(tokens)
             lengths = lengths.cpu()
         x = self.embedding(tokens)
+        if self._tracks_row_squares and x.requires_grad:
+            x.register_hook(partial(_add_row_squares, self.embedding.weight, tokens))
         for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
             x = dropout(x)
             if lengths is None:

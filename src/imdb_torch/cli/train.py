@@ -369,12 +369,13 @@ def _claim_version(experiment_dir: Path) -> int | None:
 
 
 def _parameter_line(model: SentimentRNN) -> str:
-    ours = sum(p.numel() for p in model.parameters())
-    keras = model.keras_parameter_count()
-    line = f"{ours:,} parameters (the same model in Keras: {keras:,}"
-    if ours != keras:
-        line += f"; nn.{model.hparams.arch.upper()} keeps two bias vectors per layer, Keras one"
-    return line + ")"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    line = f"{trainable:,} trainable parameters (the same model in Keras: "
+    line += f"{model.keras_parameter_count():,})"
+    if frozen:
+        line += f", plus nn.LSTM's {frozen:,} recurrent biases held at 0 (Keras has one bias)"
+    return line
 
 
 def _finish(run, save_path: Path, name: str) -> int:
