@@ -23,12 +23,15 @@ from .fileio import atomic_path, file_digest, tree_fingerprint
 from .keras_npz import load_keras_imdb
 from .sequences import RaggedSequences
 from .text import encode, rank_words, tokenize, word_to_index
+from .tfds_source import read_tfds_reviews, tfds_data_dir, tfds_fingerprint
 
 # Bump whenever tokenisation or the cache layout changes: old cache files are then ignored.
 CORPUS_FORMAT = 1
 
 KERAS_NPZ = "keras-npz"
 ACLIMDB = "aclimdb"
+TFDS = "tfds"
+NAMED_SOURCES = ("keras", "tfds")  # values of --data that name a source instead of a path
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class DataSource:
     path: Path
 
     def fingerprint(self) -> str:
+        if self.kind == TFDS:
+            return tfds_fingerprint(self.path)
         if self.path.is_dir():
             return tree_fingerprint(self.path)
         return file_digest(self.path)
@@ -56,12 +61,14 @@ def resolve_source(data: str | os.PathLike | None, cache_dir: Path | None = None
     """Turn ``--data`` (or ``$IMDB_TORCH_DATA``, or nothing) into a checked local source.
 
     Nothing, or ``keras``, means Keras's ``imdb.npz``: reused from the cache or ``~/.keras``,
-    else downloaded and verified. A path is recognised by its content: a zip is an ``.npz``,
-    a tar archive or a directory is aclImdb.
+    else downloaded and verified; ``tfds`` means tensorflow-datasets' ``imdb_reviews``. A path
+    is recognised by its content: a zip is an ``.npz``, a tar archive or a directory is aclImdb.
     """
     data = data or os.environ.get("IMDB_TORCH_DATA") or "keras"
     if str(data) == "keras":
         return DataSource(KERAS_NPZ, fetch(IMDB_NPZ, cache_dir))
+    if str(data) == "tfds":
+        return DataSource(TFDS, tfds_data_dir())
     path = Path(data).expanduser().resolve()
     if not path.exists():
         raise UserError(f"data path {path} does not exist; {OFFLINE_HINT}")
@@ -110,7 +117,7 @@ def _build(source: DataSource) -> Corpus:
     if source.kind == KERAS_NPZ:
         splits = load_keras_imdb(source.path)
         return Corpus(*splits["train"], *splits["test"], words=[])
-    reviews = read_reviews(source.path)
+    reviews = read_tfds_reviews(source.path) if source.kind == TFDS else read_reviews(source.path)
     tokens = {split: [tokenize(r.text) for r in items] for split, items in reviews.items()}
     # Ranked on the training reviews only, so nothing about the test set leaks into the model.
     words = rank_words(tokens["train"])

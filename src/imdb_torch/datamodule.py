@@ -12,7 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from .corpus import KERAS_NPZ, Corpus, keras_words, load_corpus, resolve_source
+from .corpus import KERAS_NPZ, NAMED_SOURCES, Corpus, keras_words, load_corpus, resolve_source
 from .errors import UserError
 from .sequences import PADDING_SIDES, cap_vocabulary, pad_sequences
 from .text import INDEX_FROM
@@ -78,7 +78,7 @@ class IMDBDataModule(L.LightningDataModule):
     ):
         super().__init__()
         data = data or os.environ.get("IMDB_TORCH_DATA") or None
-        if data is not None and data != "keras":
+        if data is not None and data not in NAMED_SOURCES:
             data = str(Path(data).expanduser().resolve())
         _check_settings(
             num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size

@@ -79,6 +79,12 @@ def build_parser() -> ArgumentParser:
         "runs over the padding)",
     )
     model.add_argument(
+        "--dense-embedding-updates",
+        action="store_true",
+        help="RMSprop updates the embedding from its dense gradient (Keras 2's rule); "
+        "default: per word occurrence, as Keras 3 does",
+    )
+    model.add_argument(
         "--init",
         choices=INITS,
         default="keras",
@@ -89,8 +95,9 @@ def build_parser() -> ArgumentParser:
     data.add_argument(
         "--data",
         default=None,
-        help="imdb.npz, aclImdb_v1.tar.gz or an aclImdb/ directory; default: "
-        "$IMDB_TORCH_DATA, else Keras's imdb.npz (downloaded once, verified)",
+        help="imdb.npz, aclImdb_v1.tar.gz, an aclImdb/ directory, or 'tfds' (tensorflow-"
+        "datasets' imdb_reviews, with the tfds extra); default: $IMDB_TORCH_DATA, else "
+        "Keras's imdb.npz (downloaded once, verified)",
     )
     data.add_argument(
         "--num-words",
@@ -286,7 +293,8 @@ def _explain_interrupt(last_model_path: str) -> None:
 def _settings_from_flags(args) -> tuple[dict, dict]:
     settings = resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"])
+    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"],
+                        sparse_embedding_updates=not args.dense_embedding_updates)  # fmt: skip
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
     data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],
                        batch_size=settings["batch_size"])  # fmt: skip
