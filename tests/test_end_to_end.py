@@ -47,7 +47,7 @@ def test_gru_learns_on_real_reviews_and_test_script_evaluates_it(real_data, tmp_
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history) == 2
     assert max(row["val_acc"] for row in history) > 0.7  # chance is 0.5
-    assert "8,633 parameters (the same model in Keras: 8,633" in train.stdout
+    assert "8,633 trainable parameters (the same model in Keras: 8,633)" in train.stdout
 
     test = run("test.py", "--ckpt", "best.ckpt", cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
