@@ -1,7 +1,7 @@
 import json
 
 from imdb_torch.cli import reproduce as reproduce_cli
-from imdb_torch.report import summary_table
+from imdb_torch.report import parity_table, summary_table
 
 
 def test_reproduce_writes_runs_summary_and_figures_and_skips_finished(tmp_path, tiny_tarball,
@@ -41,3 +41,15 @@ def test_summary_table_means_and_deviations():
     table = summary_table(runs)
     assert "| gru | keras | 2 | 11.0 ± 1.4 | 8.0 ± 1.4 | 0.4200 ± 0.0283 |" in table
     assert "| gru | book (Keras) | 1 | | | 0.432 | 0.798 |" in table
+
+
+def test_parity_table_compares_means_with_keras():
+    def run(framework, seed, val_acc, test_acc, val_loss):
+        return {"framework": framework, "experiment": "lstm", "seed": seed, "best_val_acc": val_acc,
+                "test_acc": test_acc, "best_val_loss": val_loss}  # fmt: skip
+
+    close = [run("keras", 1, 0.79, 0.80, 0.44), run("imdb-torch", 1, 0.795, 0.805, 0.445)]
+    assert "| lstm | +0.50 | +0.50 | +0.0050 | yes |" in parity_table(close)
+    far = [run("keras", 1, 0.79, 0.80, 0.44), run("imdb-torch", 1, 0.77, 0.80, 0.44)]
+    assert "| lstm | -2.00 | +0.00 | +0.0000 | no |" in parity_table(far)
+    assert parity_table(close[:1]) == ""

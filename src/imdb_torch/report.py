@@ -74,6 +74,33 @@ def summary_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parity_table(runs: list[dict]) -> str:
+    """Markdown: imdb-torch's mean minus Keras's, against the parity targets."""
+    lines = [
+        "| experiment | Δ best val acc (pp) | Δ test acc (pp) | Δ best val loss | within target |",
+        "|---|---|---|---|---|",
+    ]
+    for experiment in EXPERIMENTS:
+        means = {}
+        for framework in FRAMEWORKS:
+            group = [
+                r for r in runs if r["experiment"] == experiment and r["framework"] == framework
+            ]
+            if group:
+                keys = ("best_val_acc", "test_acc", "best_val_loss")
+                means[framework] = {key: statistics.mean(r[key] for r in group) for key in keys}
+        if len(means) < 2:
+            continue
+        delta = {key: means["imdb-torch"][key] - means["keras"][key] for key in means["keras"]}
+        ok = (abs(delta["best_val_acc"]) <= 0.01 and abs(delta["test_acc"]) <= 0.01
+              and abs(delta["best_val_loss"]) <= 0.01)  # fmt: skip
+        lines.append(
+            f"| {experiment} | {100 * delta['best_val_acc']:+.2f} | {100 * delta['test_acc']:+.2f} "
+            f"| {delta['best_val_loss']:+.4f} | {'yes' if ok else 'no'} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def plot_curves(runs: list[dict], path: Path) -> None:
     """The book's four loss plots side by side: train (dashed) and val (solid), every seed."""
     figure = Figure(figsize=(11, 8), dpi=100)
@@ -89,6 +116,8 @@ def plot_curves(runs: list[dict], path: Path) -> None:
             axes.plot(epochs, [row["val_loss"] for row in run["history"]], "-", color=colour,
                       alpha=0.8, linewidth=1, label=label)  # fmt: skip
         axes.set_title(experiment)
+        if not axes.get_legend_handles_labels()[0]:
+            continue
         axes.set_xlabel("epoch")
         axes.set_ylabel("loss (dashed: train, solid: val)")
         axes.grid(alpha=0.3)
@@ -125,7 +154,8 @@ def write_report(results_dir: Path) -> Path:
     runs = load_runs(results_dir)
     summary = results_dir / "summary.md"
     with atomic_path(summary) as tmp:
-        tmp.write_text(summary_table(runs) + "\n")
+        parity = parity_table(runs)
+        tmp.write_text(summary_table(runs) + "\n" + (f"\n{parity}\n" if parity else ""))
     if runs:
         plot_curves(runs, results_dir / "curves.png")
         plot_test_accuracy(runs, results_dir / "test_accuracy.png")
