@@ -105,3 +105,19 @@ def prepare(
         log_every_n_steps=50,
     )
     return Run(trainer, model, datamodule, checkpoint, history, hardware)
+
+
+def evaluate(
+    model: SentimentRNN, datamodule: IMDBDataModule, hardware: Hardware, progress: bool = True
+) -> dict[str, float]:
+    """Test loss and accuracy on the test set, on one device (the model keeps the predictions)."""
+    trainer = L.Trainer(
+        accelerator=hardware.accelerator,
+        devices=1 if hardware.devices == "auto" else hardware.devices,
+        precision=hardware.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+    )
+    (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    return {key: float(value) for key, value in metrics.items()}

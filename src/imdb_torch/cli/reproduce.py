@@ -14,7 +14,7 @@ import torch
 
 from ..presets import MODEL_KEYS, resolve_settings
 from ..report import EXPERIMENTS, run_file, write_report, write_run
-from ..training import Hardware, prepare
+from ..training import Hardware, evaluate, prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -96,11 +96,7 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
     session.fit(resume_from=last if last.is_file() else None)
     wall = time.perf_counter() - started
     session.restore_best()
-    tester = L.Trainer(
-        accelerator=hardware.accelerator, devices=1, precision=args.precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False,
-    )  # fmt: skip
-    (test,) = tester.test(session.model, datamodule=session.datamodule, verbose=False)
+    test = evaluate(session.model, session.datamodule, hardware, progress=False)
     history = session.history.epochs
     best = session.history.best()
     return {
@@ -114,8 +110,8 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
         "best_epoch": best["epoch"],
         "best_val_loss": best["val_loss"],
         "best_val_acc": best["val_acc"],
-        "test_loss": float(test["test_loss"]),
-        "test_acc": float(test["test_acc"]),
+        "test_loss": test["test_loss"],
+        "test_acc": test["test_acc"],
         "wall_seconds": round(wall, 2),
         "median_epoch_seconds": statistics.median(row["seconds"] for row in history),
         "history": history,

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
@@ -17,6 +16,7 @@ from ..datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..runs import TEST_FILE, run_dir_of
+from ..training import Hardware, evaluate
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -74,14 +74,8 @@ def _main(argv: Sequence[str] | None) -> int:
             "evaluate on the same data source (--data) the model was trained on"
         )
 
-    trainer = L.Trainer(
-        accelerator=args.accelerator,
-        devices=devices_value(args.devices),
-        precision=args.precision,
-        logger=False,
-        enable_checkpointing=False,
-    )
-    (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    hardware = Hardware(args.accelerator, devices_value(args.devices), precision=args.precision)
+    metrics = evaluate(model, datamodule, hardware)
     probabilities = torch.cat(model.test_probabilities).numpy()
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
     predicted = (probabilities >= 0.5).astype(np.int64)
