@@ -150,6 +150,10 @@ def test_resume_with_nothing_to_resume(capsys, tmp_path, tiny_tarball):
 
 def test_resume_refuses_settings_that_do_not_fit(capsys, tmp_path, tiny_tarball):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    # the preset names the experiment whose newest run continues; matching flags are fine
+    resumed = flags(tiny_tarball, tmp_path, "--preset", "lstm", "--resume", "--max-epochs", "2")
+    assert train_cli.main([*resumed, "--maxlen", "40"]) == 0
+    assert len(history(tmp_path / "lstm" / "version_0")) == 2
     capsys.readouterr()
     code = train_cli.main(flags(tiny_tarball, tmp_path, "--resume", "--maxlen", "50"))
     one_line_error(capsys, code, "--maxlen 50 does not fit")

@@ -312,8 +312,7 @@ def _explicit_flags(argv: Sequence[str] | None) -> set[str]:
 def _settings_from_checkpoint(checkpoint: dict, args, explicit: set[str]) -> tuple[dict, dict]:
     model_kwargs = dict(checkpoint["hyper_parameters"])
     data_kwargs = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    if explicit & {"preset"}:
-        raise UserError("--preset cannot change a run being resumed; drop it")
+    # --preset and --name only pick which experiment's newest run is continued.
     for key in set(MODEL_FLAGS + DATA_FLAGS) & explicit:
         trained = model_kwargs.get(key, data_kwargs.get(key))
         if getattr(args, key) != trained:
