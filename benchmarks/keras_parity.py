@@ -57,7 +57,27 @@ def arrays(data: str | None, cache_dir: str | None):
     }  # fmt: skip
 
 
-def run_one(experiment: str, seed: int, data: dict, max_epochs: int, patience: int) -> dict:
+def training_data(data: dict, seed: int, shuffle: str):
+    """What ``fit`` trains on. ``each-epoch``: a tf.data pipeline that reshuffles every epoch.
+
+    ``keras-default`` hands Keras the arrays with ``shuffle=True``, as the lesson does. With a
+    global seed set (``keras.utils.set_random_seed``), Keras 3 on TensorFlow then draws the
+    same permutation at every epoch, because each epoch starts a new iterator whose shuffle op
+    is seeded alike; the reshuffling pipeline keeps what shuffling is meant to do.
+    """
+    x, y = data["train"]
+    if shuffle == "keras-default":
+        return {"x": x, "y": y, "batch_size": 64, "shuffle": True}
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(64)
+    return {"x": dataset.prefetch(tf.data.AUTOTUNE)}
+
+
+def run_one(
+    experiment: str, seed: int, data: dict, max_epochs: int, patience: int, shuffle: str
+) -> dict:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -77,7 +97,7 @@ def run_one(experiment: str, seed: int, data: dict, max_epochs: int, patience: i
             keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True),
         ]
         started = time.perf_counter()
-        fit = model.fit(*data["train"], epochs=max_epochs, batch_size=64,
+        fit = model.fit(**training_data(data, seed, shuffle), epochs=max_epochs,
                         validation_data=data["val"], callbacks=callbacks, verbose=2)  # fmt: skip
         wall = time.perf_counter() - started
     evaluate_started = time.perf_counter()
@@ -95,7 +115,7 @@ def run_one(experiment: str, seed: int, data: dict, max_epochs: int, patience: i
         "framework": "keras",
         "experiment": experiment,
         "seed": seed,
-        "settings": resolve_settings(experiment, {}),
+        "settings": {**resolve_settings(experiment, {}), "shuffle": shuffle},
         "parameters": model.count_params(),
         "epochs_run": len(history),
         "best_epoch": best["epoch"],
@@ -121,6 +141,14 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--out", default="results/chapter")
+    parser.add_argument(
+        "--shuffle",
+        choices=("each-epoch", "keras-default"),
+        default="each-epoch",
+        help="each-epoch: reshuffle the training reviews every epoch, as imdb-torch does; "
+        "keras-default: fit(shuffle=True) on arrays, which under a global seed repeats one "
+        "order every epoch in Keras 3 on TensorFlow",
+    )
     args = parser.parse_args()
     try:
         import keras  # noqa: F401
@@ -136,7 +164,7 @@ def main() -> int:
             print(f"[{number}/{len(jobs)}] keras {experiment} seed {seed}: done before, kept")
             continue
         print(f"[{number}/{len(jobs)}] keras {experiment} seed {seed}: training", flush=True)
-        record = run_one(experiment, seed, data, args.max_epochs, args.patience)
+        record = run_one(experiment, seed, data, args.max_epochs, args.patience, args.shuffle)
         write_run(target, record)
         print(
             f"[{number}/{len(jobs)}] keras {experiment} seed {seed}: best epoch "
