@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .aclimdb import read_reviews
 from .download import IMDB_NPZ, IMDB_WORD_INDEX, OFFLINE_HINT, default_cache_dir, fetch
 from .errors import UserError
 from .fileio import atomic_path, file_digest, tree_fingerprint
+from .imdb_archive import read_reviews
 from .keras_npz import load_keras_imdb
 from .sequences import RaggedSequences
 from .text import encode, rank_words, tokenize, word_to_index

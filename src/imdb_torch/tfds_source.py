@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from .aclimdb import Review
 from .errors import UserError
+from .imdb_archive import Review
 
 INSTALL_HINT = (
     "--data tfds needs tensorflow-datasets, which brings TensorFlow (about 600 MB): "
