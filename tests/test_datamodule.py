@@ -87,3 +87,15 @@ def test_vocabulary_state_holds_the_words_that_fit_num_words(tiny_tarball):
 def test_bad_data_settings_are_user_errors(kwargs):
     with pytest.raises(UserError):
         IMDBDataModule(**kwargs)
+
+
+def test_prepare_data_leaves_an_existing_cache_unread(tiny_tarball, monkeypatch):
+    import imdb_torch.corpus as corpus_module
+
+    IMDBDataModule(data=str(tiny_tarball)).prepare_data()  # builds the cache
+
+    def refuse(path):
+        raise AssertionError("cache read in prepare_data")
+
+    monkeypatch.setattr(corpus_module, "_read_cache", refuse)
+    IMDBDataModule(data=str(tiny_tarball)).prepare_data()

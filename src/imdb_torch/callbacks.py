@@ -66,8 +66,9 @@ class RandomState(L.Callback):
     """
 
     def state_dict(self) -> dict:
-        state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-        state["python_version"], _, state["python_gauss"] = random.getstate()
+        version, python_state, gauss = random.getstate()
+        state = {"torch": torch.get_rng_state(), "python": list(python_state),
+                 "python_version": version, "python_gauss": gauss}  # fmt: skip
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state

@@ -93,12 +93,21 @@ def resolve_source(data: str | os.PathLike | None, cache_dir: Path | None = None
     raise UserError(f"{path} is neither an .npz file nor a tar archive; {OFFLINE_HINT}")
 
 
+def _cache_file(source: DataSource, cache_dir: Path) -> Path:
+    return cache_dir / f"corpus-{source.kind}-{source.fingerprint()[:24]}-v{CORPUS_FORMAT}.npz"
+
+
+def prepare_corpus(source: DataSource, cache_dir: Path | None = None) -> None:
+    """Build and cache the source's corpus unless it is cached already; reads nothing then."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not _cache_file(source, cache_dir).is_file():
+        load_corpus(source, cache_dir)
+
+
 def load_corpus(source: DataSource, cache_dir: Path | None = None) -> Corpus:
     """The source's corpus, from the cache when it is there, else built and cached."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = (
-        cache_dir / f"corpus-{source.kind}-{source.fingerprint()[:24]}-v{CORPUS_FORMAT}.npz"
-    )
+    cache_file = _cache_file(source, cache_dir)
     if cache_file.is_file():
         try:
             return _read_cache(cache_file)

@@ -12,7 +12,15 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from .corpus import KERAS_NPZ, NAMED_SOURCES, Corpus, keras_words, load_corpus, resolve_source
+from .corpus import (
+    KERAS_NPZ,
+    NAMED_SOURCES,
+    Corpus,
+    keras_words,
+    load_corpus,
+    prepare_corpus,
+    resolve_source,
+)
 from .errors import UserError
 from .sequences import PADDING_SIDES, cap_vocabulary, pad_sequences
 from .text import INDEX_FROM
@@ -93,7 +101,8 @@ class IMDBDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs once per machine: the download and the tokenisation land in the shared cache.
-        load_corpus(resolve_source(self.hparams.data, self.cache_dir), self.cache_dir)
+        # A cached corpus is not read here: setup() reads it once, in every process.
+        prepare_corpus(resolve_source(self.hparams.data, self.cache_dir), self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
