@@ -72,12 +72,19 @@ def write_keras_npz(path: Path, n_train: int = 60, n_test: int = 40, seed: int =
     return path
 
 
+@pytest.fixture(scope="session")
+def kernel_dir(tmp_path_factory) -> Path:
+    """One compiled fused kernel for the whole session (a test's own cache would rebuild it)."""
+    return tmp_path_factory.mktemp("kernels")
+
+
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
+def isolated_cache(tmp_path, monkeypatch, kernel_dir):
     """Nothing a test does touches the user's caches, and no source is taken from the env."""
     monkeypatch.setenv("IMDB_TORCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.delenv("IMDB_TORCH_DATA", raising=False)
+    monkeypatch.setenv("IMDB_TORCH_KERNELS", str(kernel_dir))
     return tmp_path / "cache"
 
 

@@ -33,7 +33,9 @@ def test_sequence_dropout_is_off_in_eval():
 
 def test_every_stacked_layer_drops_its_inputs():
     torch.manual_seed(0)
-    model = SentimentRNN(arch="lstm", num_layers=2, dropout=0.3).train()
+    # The modules' own path, where hooks see their inputs; test_fused_rnn.py shows the fused
+    # path drops the same units.
+    model = SentimentRNN(arch="lstm", num_layers=2, dropout=0.3, fused_rnn=False).train()
     seen = []
     for rnn in model.rnns:
         rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
@@ -232,3 +234,33 @@ def test_embedding_velocity_per_occurrence_or_dense(sparse):
         assert torch.allclose(velocity[7], dense[7])  # one occurrence: the same
     else:
         assert torch.allclose(velocity, dense)
+
+
+def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tmp_path):
+    """As Keras reports them: the loss weighted by batch size (7 does not divide the set), and
+    nothing from the sanity-check batches Lightning runs before training."""
+    from imdb_torch.training import Hardware, prepare
+
+    run = prepare(
+        {"arch": "gru", "num_words": 30, "optimizer": "adam", "lr": 0.01},
+        {"data": str(tiny_tarball), "num_words": 30, "maxlen": 40, "batch_size": 16,
+         "eval_batch_size": 7},
+        seed=0, max_epochs=1, patience=1, logdir=tmp_path, name="metrics", version=0,
+        hardware=Hardware("cpu", 1), progress=False,
+    )  # fmt: skip
+    run.fit()
+    (row,) = run.history.epochs
+    model = run.model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for tokens, labels in run.datamodule.val_dataloader():
+            logits = model(tokens)
+            loss_sum += nn.functional.binary_cross_entropy_with_logits(
+                logits, labels, reduction="sum"
+            ).item()
+            correct += ((logits > 0) == labels.bool()).sum().item()
+            count += len(labels)
+    assert count % 7 != 0
+    assert row["val_loss"] == pytest.approx(loss_sum / count, rel=1e-5)
+    assert row["val_acc"] == pytest.approx(correct / count)
+    assert row["train_loss"] > 0 and 0 <= row["train_acc"] <= 1

@@ -32,6 +32,10 @@ def load_keras_weights(model: SentimentRNN, weights: list[np.ndarray]) -> None:
     """
     if model.hparams.bidirectional:
         raise ValueError("bidirectional models are not supported")
+    if model.hparams.get("pooling", "last") != "last":
+        raise ValueError(
+            "only models reading the final hidden state (pooling 'last') are supported"
+        )
     arrays = [np.asarray(w, dtype=np.float32) for w in weights]
     expected = 1 + 3 * len(model.rnns) + 2
     if len(arrays) != expected:

@@ -8,15 +8,19 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from . import __version__
 from .errors import UserError
+from .fused_rnn import fused_supports, kernel_available, run_fused_feature_major
 from .optim import DEFAULT_LR, OPTIMIZERS, ROW_SQUARES, make_optimizer
 from .text import PAD
 
 ARCHS = {"lstm": nn.LSTM, "gru": nn.GRU}
 INITS = ("keras", "torch")
+POOLINGS = ("last", "max", "mean-max")
+STAGES = ("train", "val", "test")
 
 
 class SequenceDropout(nn.Module):
@@ -33,10 +37,15 @@ class SequenceDropout(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, features)
+    def forward(self, x: torch.Tensor, feature_major: bool = False) -> torch.Tensor:
+        """``x``: (batch, time, features), or (features, time, batch) when ``feature_major``."""
         if not self.training or self.p == 0:
             return x
-        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
+        batch, features = (x.shape[2], x.shape[0]) if feature_major else (x.shape[0], x.shape[2])
+        # Drawn in the batch-first shape either way, so both layouts drop the same units.
+        keep = x.new_empty(batch, 1, features).bernoulli_(1 - self.p)
+        if feature_major:
+            keep = keep.permute(2, 1, 0)
         return x * keep / (1 - self.p)
 
     def extra_repr(self) -> str:
@@ -116,6 +125,21 @@ def left_align(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens.gather(1, order), lengths
 
 
+def pool_over_tokens(outputs: torch.Tensor, is_token: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Max (and mean) of ``outputs`` (batch, time, features) over the positions holding tokens.
+
+    A row without tokens pools to zeros.
+    """
+    mask = is_token.unsqueeze(-1)
+    has_tokens = mask.any(dim=1)
+    maximum = outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
+    maximum = torch.where(has_tokens, maximum, torch.zeros_like(maximum))
+    if pooling == "max":
+        return maximum
+    mean = (outputs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return torch.cat([mean, maximum], dim=-1)
+
+
 class SentimentRNN(L.LightningModule):
     """Binary sentiment classifier over padded IMDB token sequences.
 
@@ -132,11 +156,19 @@ class SentimentRNN(L.LightningModule):
         packed: run the recurrent layers on packed sequences, so no step is spent on padding
             (Keras's lesson runs over the padding).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        pooling: what the head reads: ``last``, the final hidden state (Keras's
+            ``return_sequences=False``); ``max``, the top layer's outputs max-pooled over the
+            review's tokens; ``mean-max``, their mean and max side by side. Padding is left
+            out of both pools.
         sparse_embedding_updates: with RMSprop, update the embedding as Keras 3 does: its
             gradient is sparse, one slice per occurrence of a word, and the running average of
             squared gradients adds each slice's square rather than the square of their sum, so
             a word seen n times in a batch takes a step up to √n times larger. ``False`` gives
             the dense update (Keras 2 behaved so).
+        fused_rnn: on the CPU, run the recurrent layers through the fused kernel of
+            ``imdb_torch.fused_rnn`` (same parameters, same results to 1e-5, several times
+            faster); ``False`` runs ``nn.LSTM``/``nn.GRU`` themselves. Not a hyperparameter: it
+            is not saved, and can be changed on a trained model. CUDA always runs cuDNN.
     """
 
     def __init__(
@@ -154,15 +186,18 @@ class SentimentRNN(L.LightningModule):
         packed: bool = False,
         grad_clip: float | None = None,
         sparse_embedding_updates: bool = True,
+        pooling: str = "last",
+        fused_rnn: bool = True,
     ):
         super().__init__()
         _check_settings(
             arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-            grad_clip,
+            grad_clip, pooling,
         )  # fmt: skip
         if lr is None:
             lr = DEFAULT_LR[optimizer]
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["fused_rnn"])
+        self.fused_rnn = fused_rnn
         self.embedding = nn.Embedding(num_words, embedding_dim)
         self.input_dropouts = nn.ModuleList(SequenceDropout(dropout) for _ in range(num_layers))
         directions = 2 if bidirectional else 1
@@ -175,11 +210,14 @@ class SentimentRNN(L.LightningModule):
             )
             for i in range(num_layers)
         )
-        self.head = nn.Linear(directions * hidden_size, 1)
+        pooled = 2 if pooling == "mean-max" else 1
+        self.head = nn.Linear(pooled * directions * hidden_size, 1)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_acc = BinaryAccuracy()
-        self.val_acc = BinaryAccuracy()
-        self.test_acc = BinaryAccuracy()
+        # Epoch values, as Keras reports them: the loss averaged with batch sizes as weights,
+        # and the accuracy over every review of the epoch.
+        for stage in STAGES:
+            setattr(self, f"{stage}_loss", MeanMetric())
+            setattr(self, f"{stage}_acc", BinaryAccuracy(validate_args=False))
         self.test_probabilities: list[torch.Tensor] = []
         if init == "keras":
             keras_init_(self)
@@ -187,13 +225,31 @@ class SentimentRNN(L.LightningModule):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of the positive class, shape ``(batch,)``."""
-        lengths = None
         if self.hparams.packed:
             tokens, lengths = left_align(tokens)
-            lengths = lengths.cpu()
+            outputs, state = self._module_layers(tokens, lengths.cpu())
+        elif self._runs_fused(tokens):
+            outputs, state = self._fused_layers(tokens)
+        else:
+            outputs, state = self._module_layers(tokens)
+        if self.hparams.pooling == "last":
+            # The final hidden state of the top layer: without packing it is the last time
+            # step's output, as Keras's return_sequences=False returns; each direction's own.
+            final = state[0] if isinstance(state, tuple) else state  # (directions, batch, hidden)
+            features = torch.cat(list(final), dim=-1)
+        else:
+            features = pool_over_tokens(outputs, tokens != PAD, self.hparams.pooling)
+        return self.head(features).squeeze(-1)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embedding(tokens)
         if self._tracks_row_squares and x.requires_grad:
             x.register_hook(partial(_add_row_squares, self.embedding.weight, tokens))
+        return x
+
+    def _module_layers(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
+        """``nn.LSTM``/``nn.GRU`` themselves: batch-first outputs and the last layer's state."""
+        x = self._embed(tokens)
         for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
             x = dropout(x)
             if lengths is None:
@@ -202,41 +258,73 @@ class SentimentRNN(L.LightningModule):
                 packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
                 x, state = rnn(packed)
                 x, _ = pad_packed_sequence(x, batch_first=True, total_length=tokens.shape[1])
-        # The final hidden state of the top layer: without packing it is the last time step's
-        # output, as Keras's return_sequences=False returns; each direction's own final state.
-        final = state[0] if isinstance(state, tuple) else state  # (directions, batch, hidden)
-        return self.head(torch.cat(list(final), dim=-1)).squeeze(-1)
+        return x, state
 
-    def _shared_step(
-        self, batch, stage: str, accuracy: BinaryAccuracy
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fused_layers(self, tokens: torch.Tensor):
+        """The same through the fused kernel, in its layout (features, time, batch) from the
+        embedding to the top: embedding the transposed tokens gives it as a view."""
+        sequence = self._embed(tokens.t().contiguous()).permute(2, 0, 1)
+        for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
+            sequence, state = run_fused_feature_major(rnn, dropout(sequence, feature_major=True))
+        return sequence.permute(2, 1, 0), state
+
+    def _runs_fused(self, tokens: torch.Tensor) -> bool:
+        weight = self.embedding.weight
+        return (
+            self.fused_rnn
+            and tokens.dim() == 2
+            and tokens.shape[1] > 0
+            and all(fused_supports(rnn, weight.device, weight.dtype) for rnn in self.rnns)
+            and kernel_available()
+        )
+
+    def _shared_step(self, batch, batch_idx: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, labels = batch
         logits = self(tokens)
         loss = self.loss_fn(logits, labels)
-        accuracy(logits, labels.long())
-        # Epoch values are means weighted by batch size, as Keras reports them.
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(labels),
-        )
-        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        epoch_loss, epoch_acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        epoch_loss.update(loss.detach(), weight=len(labels))
+        # Probabilities, not logits: torchmetrics takes a batch whose values all lie in [0, 1]
+        # for probabilities, which small logits can be.
+        epoch_acc.update(torch.sigmoid(logits.detach()), labels.long())
+        # self.log costs about half a millisecond on the CPU (Lightning moves its bookkeeping
+        # to the value's device at every call), as much as a whole training step of the
+        # lesson's model. The metric objects accumulate every batch, so they are logged once,
+        # at the epoch's last batch; Lightning computes and resets them at the epoch's end.
+        if batch_idx == self._batches(stage) - 1:
+            self.log(f"{stage}_loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True)
+            self.log(f"{stage}_acc", epoch_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 
+    def _batches(self, stage: str) -> int:
+        if stage == "train":
+            return self.trainer.num_training_batches
+        counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
+        return counts[0]
+
+    def _reset_epoch_metrics(self, stage: str) -> None:
+        # Also drops what the sanity-check batches accumulated before training.
+        getattr(self, f"{stage}_loss").reset()
+        getattr(self, f"{stage}_acc").reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_epoch_metrics("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_epoch_metrics("val")
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train", self.train_acc)[0]
+        return self._shared_step(batch, batch_idx, "train")[0]
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val", self.val_acc)
+        self._shared_step(batch, batch_idx, "val")
 
     def on_test_epoch_start(self) -> None:
+        self._reset_epoch_metrics("test")
         self.test_probabilities = []
 
     def test_step(self, batch, batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "test", self.test_acc)
+        _, logits = self._shared_step(batch, batch_idx, "test")
         self.test_probabilities.append(torch.sigmoid(logits).detach().cpu())
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -268,10 +356,12 @@ class SentimentRNN(L.LightningModule):
 
 def _check_settings(
     arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-    grad_clip,
+    grad_clip, pooling,
 ):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     if init not in INITS:
         raise UserError(f"unknown initialisation {init!r}; choose from {', '.join(INITS)}")
     if optimizer not in OPTIMIZERS:

@@ -11,6 +11,7 @@ DEFAULTS = {
     "dropout": 0.0,
     "bidirectional": False,
     "packed": False,
+    "pooling": "last",
     "num_words": 500,
     "maxlen": 100,
     "optimizer": "rmsprop",
@@ -45,7 +46,7 @@ PRESETS: dict[str, dict] = {
 }
 
 MODEL_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
-              "packed", "num_words", "optimizer", "lr")  # fmt: skip
+              "packed", "pooling", "num_words", "optimizer", "lr")  # fmt: skip
 
 
 def resolve_settings(preset: str | None, overrides: dict) -> dict:
@@ -57,7 +58,8 @@ def resolve_settings(preset: str | None, overrides: dict) -> dict:
     return settings
 
 
-STRUCTURE_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional")
+STRUCTURE_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
+                  "pooling")  # fmt: skip
 
 
 def experiment_name(settings: dict) -> str:
@@ -71,4 +73,6 @@ def experiment_name(settings: dict) -> str:
         name = "bi" + name
     if settings["dropout"]:
         name += "-dropout{dropout:g}".format(**settings)
+    if settings["pooling"] != "last":
+        name += "-{pooling}pool".format(**settings)
     return name

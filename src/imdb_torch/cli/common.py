@@ -41,6 +41,16 @@ def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--precision", default=None, help="e.g. 32-true, 16-mixed, bf16-mixed (default: 32-true)"
     )
+    add_plain_rnn_flag(group)
+
+
+def add_plain_rnn_flag(parser) -> None:
+    parser.add_argument(
+        "--plain-rnn",
+        action="store_true",
+        help="on the CPU, run nn.LSTM/nn.GRU's own code instead of the fused recurrent kernel "
+        "(same results to 1e-5, several times slower; the GPU always runs cuDNN)",
+    )
 
 
 def devices_value(text: str):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..predictor import Predictor
-from .common import ArgumentParser, positive_int, run
+from .common import ArgumentParser, add_plain_rnn_flag, positive_int, run
 
 PROG = "predict.py"
 
@@ -44,6 +44,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--batch-size", type=positive_int, default=1024, help="(default 1024)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_plain_rnn_flag(parser)
     return parser
 
 
@@ -76,6 +77,7 @@ def _read_reviews(args) -> list[str]:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     predictor = Predictor.from_path(args.ckpt, device=args.device)
+    predictor.model.fused_rnn = not args.plain_rnn
     reviews = _read_reviews(args)
     predictions = predictor.predict(reviews, batch_size=args.batch_size)
     if args.json:

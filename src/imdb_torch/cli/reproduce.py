@@ -81,6 +81,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
     settings = resolve_settings(experiment, {})
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
+    model_kwargs["fused_rnn"] = not args.plain_rnn
     data_kwargs = {"data": args.data, "num_words": settings["num_words"],
                    "maxlen": settings["maxlen"], "batch_size": settings["batch_size"],
                    "cache_dir": args.cache_dir}  # fmt: skip

@@ -58,6 +58,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     checkpoint = read_checkpoint(args.ckpt)
     model = model_from_checkpoint(checkpoint)
+    model.fused_rnn = not args.plain_rnn
     quiet_lightning()
 
     settings = datamodule_settings(checkpoint)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..checkpoint import read_checkpoint
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..model import ARCHS, INITS, SentimentRNN
+from ..model import ARCHS, INITS, POOLINGS, SentimentRNN
 from ..optim import OPTIMIZERS
 from ..plots import plot_losses
 from ..presets import DEFAULTS, MODEL_KEYS, PRESETS, experiment_name, resolve_settings
@@ -77,6 +77,13 @@ def build_parser() -> ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="run the recurrent layers on packed sequences, skipping padding (off; Keras "
         "runs over the padding)",
+    )
+    model.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        help="what the classifier reads: last = the final hidden state, as Keras's "
+        "return_sequences=False (default); max / mean-max = the top layer's outputs pooled "
+        "over the review's tokens (padding left out)",
     )
     model.add_argument(
         "--dense-embedding-updates",
@@ -245,6 +252,7 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         logdir = Path(args.logdir).resolve()
         version = _claim_version(logdir / name)
+    model_kwargs["fused_rnn"] = not args.plain_rnn
     run = prepare(
         model_kwargs,
         data_kwargs,

@@ -1,0 +1,175 @@
+"""The fused CPU kernel against nn.LSTM / nn.GRU themselves: outputs and gradients to 1e-5."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from imdb_torch import fused_rnn
+from imdb_torch.fused_rnn import fused_covers, run_fused
+from imdb_torch.model import SentimentRNN
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def _outputs_and_gradients(rnn, x, run, seed=0):
+    """Output, final states, and the gradients of a loss using all of them."""
+    x = x.detach().clone().requires_grad_()
+    output, state = run(rnn, x)
+    states = state if isinstance(state, tuple) else (state,)
+    generator = torch.Generator().manual_seed(seed)
+    loss = (output * torch.randn(output.shape, generator=generator)).sum()
+    for tensor in states:
+        loss = loss + (tensor * torch.randn(tensor.shape, generator=generator)).sum()
+    grads = torch.autograd.grad(loss, [x, *rnn.parameters()])
+    return [output, *states], grads
+
+
+@pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("hidden", [8, 5])  # 5: not a multiple of any vector width
+def test_fused_equals_module(arch, bidirectional, hidden):
+    torch.manual_seed(0)
+    rnn = arch(6, hidden, batch_first=True, bidirectional=bidirectional)
+    for param in rnn.parameters():
+        nn.init.uniform_(param, -0.4, 0.4)
+    x = torch.randn(7, 13, 6)
+    plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
+    fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
+    assert [t.shape for t in fused_out] == [t.shape for t in plain_out]
+    for fused, plain in zip(
+        fused_out + list(fused_grads), plain_out + list(plain_grads), strict=True
+    ):
+        torch.testing.assert_close(fused, plain, **TOLERANCE)
+
+
+@pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
+def test_fused_handles_one_step_and_one_row(arch):
+    rnn = arch(3, 4, batch_first=True)
+    for shape in [(1, 1, 3), (1, 9, 3), (5, 1, 3)]:
+        x = torch.randn(shape)
+        plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
+        fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
+        for fused, plain in zip(
+            fused_out + list(fused_grads), plain_out + list(plain_grads), strict=True
+        ):
+            torch.testing.assert_close(fused, plain, **TOLERANCE)
+
+
+def test_fused_kernel_uses_both_threads_the_same_way():
+    rnn = nn.GRU(4, 6, batch_first=True)
+    x = torch.randn(64, 20, 4)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = run_fused(rnn, x)
+        torch.set_num_threads(2)
+        two, _ = run_fused(rnn, x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, two)  # batch columns are independent: no reduction order changes
+
+
+def _model_pair(**kwargs):
+    torch.manual_seed(1)
+    fused = SentimentRNN(**kwargs)
+    plain = SentimentRNN(**kwargs, fused_rnn=False)
+    plain.load_state_dict(fused.state_dict())
+    return fused, plain
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"arch": "lstm"},
+        {"arch": "gru"},
+        {"arch": "lstm", "num_layers": 2, "dropout": 0.3},
+        {"arch": "lstm", "num_layers": 2, "bidirectional": True, "pooling": "mean-max"},
+    ],
+)
+def test_model_trains_the_same_on_either_path(kwargs):
+    fused, plain = _model_pair(**kwargs)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    tokens = torch.randint(0, 500, (16, 30))
+    tokens[:4, :10] = 0  # pre-padding
+    labels = torch.randint(0, 2, (16,)).float()
+    results = []
+    for model in (fused, plain):
+        torch.manual_seed(2)  # the same dropout masks
+        loss = model.loss_fn(model(tokens), labels)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (fused_loss, fused_grads), (plain_loss, plain_grads) = results
+    torch.testing.assert_close(fused_loss, plain_loss, **TOLERANCE)
+    for name, grad in plain_grads.items():
+        if grad is not None:
+            torch.testing.assert_close(fused_grads[name], grad, **TOLERANCE, msg=name)
+
+
+def test_model_runs_the_fused_kernel_by_default(monkeypatch):
+    calls = []
+    original = fused_rnn.run_fused_feature_major
+
+    def counting(rnn, x):
+        calls.append(type(rnn).__name__)
+        return original(rnn, x)
+
+    monkeypatch.setattr("imdb_torch.model.run_fused_feature_major", counting)
+    fused, plain = _model_pair(arch="gru", num_layers=2)
+    fused(torch.randint(0, 500, (2, 10)))
+    assert calls == ["GRU", "GRU"]
+    plain(torch.randint(0, 500, (2, 10)))
+    assert calls == ["GRU", "GRU"]  # fused_rnn=False: the modules' own code
+
+
+def test_what_the_kernel_does_not_cover_runs_the_module():
+    lstm = nn.LSTM(4, 3, batch_first=True)
+    x = torch.randn(2, 5, 4)
+    assert fused_covers(lstm, x)
+    assert not fused_covers(lstm, x.double())
+    assert not fused_covers(nn.LSTM(4, 3, batch_first=True, num_layers=2), x)
+    assert not fused_covers(nn.LSTM(4, 3), x)  # time-major
+    assert not fused_covers(nn.LSTM(4, 3, batch_first=True, proj_size=2), x)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+    assert not fused_covers(lstm, packed)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_covers(lstm, x)
+    # A packed model takes the module's path and still trains.
+    model = SentimentRNN(arch="lstm", packed=True)
+    model(torch.randint(0, 500, (3, 8))).sum().backward()
+
+
+def test_without_a_compiler_the_model_falls_back_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMDB_TORCH_KERNELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nor c++, g++ or clang++
+    monkeypatch.setattr(fused_rnn, "_warned", [])
+    fused_rnn._load_once.cache_clear()
+    try:
+        model = SentimentRNN(arch="gru")
+        tokens = torch.randint(0, 500, (3, 8))
+        with pytest.warns(UserWarning, match="fused RNN kernel is unavailable.*no C.. compiler"):
+            logits = model(tokens)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            model(tokens)
+        model.fused_rnn = False
+        torch.testing.assert_close(logits, model(tokens))
+    finally:
+        fused_rnn._load_once.cache_clear()
+
+
+def test_compiled_kernel_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMDB_TORCH_KERNELS", str(tmp_path / "kernels"))
+    fused_rnn._load_once.cache_clear()
+    try:
+        fused_rnn.load_kernel()
+        (library,) = (tmp_path / "kernels").iterdir()
+        built = library.stat().st_mtime_ns
+        fused_rnn._load_once.cache_clear()
+        fused_rnn.load_kernel()
+        assert library.stat().st_mtime_ns == built  # reused, not rebuilt
+        assert [p.name for p in (tmp_path / "kernels").iterdir()] == [library.name]  # no temp
+    finally:
+        fused_rnn._load_once.cache_clear()
