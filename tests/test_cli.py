@@ -90,6 +90,20 @@ def test_test_tool_reports_accuracy_and_confusion_matrix(trained, capsys):
     assert "confusion matrix" in out and "precision" in out
 
 
+def test_plain_rnn_flag_gives_the_same_evaluation_and_trains(
+    trained, tmp_path, capsys, tiny_tarball
+):
+    """--plain-rnn runs nn.GRU's own code: the same test figures as the fused kernel."""
+    outputs = []
+    for extra in ([], ["--plain-rnn"]):
+        assert test_cli.main(["--ckpt", str(trained / "best.ckpt"), *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    fused, plain = (float(out.split("test_loss:")[1].split()[0]) for out in outputs)
+    assert fused == pytest.approx(plain, abs=1e-4)
+    assert outputs[0].split("test_acc:")[1] == outputs[1].split("test_acc:")[1]
+    assert train(tmp_path, tiny_tarball, "--arch", "gru", "--max-epochs", "1", "--plain-rnn") == 0
+
+
 def test_test_tool_refuses_data_with_another_vocabulary(trained, tmp_path, capsys):
     from .conftest import make_reviews, write_tarball
 
