@@ -173,3 +173,12 @@ def test_compiled_kernel_is_cached(tmp_path, monkeypatch):
         assert [p.name for p in (tmp_path / "kernels").iterdir()] == [library.name]  # no temp
     finally:
         fused_rnn._load_once.cache_clear()
+
+
+def test_a_failed_compilation_leaves_nothing_behind(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(fused_rnn, "SOURCE", broken)
+    with pytest.raises(fused_rnn.KernelUnavailable, match="compiling broken.cpp failed"):
+        fused_rnn._build(tmp_path / "kernels")
+    assert list((tmp_path / "kernels").iterdir()) == []  # no library, no temporary file

@@ -92,22 +92,30 @@ def _machine_key(compiler: str, flags: list[str]) -> str:
 def _build(cache_dir: Path) -> Path:
     compiler = _compiler()
     suffix = ".dll" if sys.platform == "win32" else ".so"
-    errors = []
+    error = "(no message)"
     for flags in _FLAG_SETS:
         library = cache_dir / f"recurrence-{_machine_key(compiler, flags)}{suffix}"
         if library.is_file():
             return library
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(library) as tmp:
-            done = subprocess.run(
-                [compiler, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
-            )
-            if done.returncode == 0:
+        try:
+            with atomic_path(library) as tmp:
+                done = subprocess.run(
+                    [compiler, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
+                )
+                if done.returncode != 0:
+                    # Raised inside, so that atomic_path drops the temporary file.
+                    raise _CompileFailed(done.stderr.strip().splitlines()[-1:] or [error])
                 tmp.chmod(0o755)
-        if done.returncode == 0:
-            return library
-        errors.append(done.stderr.strip().splitlines()[-1:] or ["(no message)"])
-    raise KernelUnavailable(f"compiling {SOURCE.name} failed: {errors[-1][0]}")
+        except _CompileFailed as failed:
+            error = failed.args[0][0]
+            continue
+        return library
+    raise KernelUnavailable(f"compiling {SOURCE.name} failed: {error}")
+
+
+class _CompileFailed(Exception):
+    pass
 
 
 def load_kernel() -> ctypes.CDLL:

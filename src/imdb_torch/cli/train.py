@@ -34,7 +34,7 @@ presets (the lesson's four experiments; flags given as well override them):
   lstm-dropout  LSTM(8, dropout=0.3)
   lstm-2layer   two stacked LSTM(8, dropout=0.3)
   gru           GRU(8)
-  strong        beyond the book: vocabulary 20,000, maxlen 400, two-layer bidirectional
+  strong        beyond the book: vocabulary 10,000, maxlen 400, two-layer bidirectional
                 LSTM(64, dropout=0.5) read through mean and max pooling, Adam 5e-4,
                 gradient clipping at 1.0
 
