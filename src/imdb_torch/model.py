@@ -288,9 +288,9 @@ class SentimentRNN(L.LightningModule):
         # for probabilities, which small logits can be.
         epoch_acc.update(torch.sigmoid(logits.detach()), labels.long())
         # self.log costs about half a millisecond on the CPU (Lightning moves its bookkeeping
-        # to the value's device at every call), as much as a whole training step of the
-        # lesson's model. The metric objects accumulate every batch, so they are logged once,
-        # at the epoch's last batch; Lightning computes and resets them at the epoch's end.
+        # to the value's device at every call), a quarter of a training step of the lesson's
+        # model. The metric objects accumulate every batch, so they are logged once, at the
+        # epoch's last batch; Lightning computes and resets them at the epoch's end.
         if batch_idx == self._batches(stage) - 1:
             self.log(f"{stage}_loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log(f"{stage}_acc", epoch_acc, on_step=False, on_epoch=True, prog_bar=True)
