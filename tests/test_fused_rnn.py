@@ -144,7 +144,6 @@ def test_without_a_compiler_the_model_falls_back_with_one_warning(monkeypatch, t
     monkeypatch.setenv("IMDB_TORCH_KERNELS", str(tmp_path / "empty"))
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setenv("PATH", str(tmp_path))  # nor c++, g++ or clang++
-    monkeypatch.setattr(fused_rnn, "_warned", [])
     fused_rnn._load_once.cache_clear()
     try:
         model = SentimentRNN(arch="gru")

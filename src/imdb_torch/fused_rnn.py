@@ -128,10 +128,13 @@ def load_kernel() -> ctypes.CDLL:
 
 @cache
 def _load_once() -> tuple[ctypes.CDLL | None, str | None]:
-    # Failure is remembered too, so that a machine without a compiler tries once per process.
+    # Failure is remembered too, so that a machine without a compiler tries, and warns, once
+    # per process.
     try:
         library = ctypes.CDLL(str(_build(kernel_dir())))
     except (KernelUnavailable, OSError) as error:
+        warnings.warn(f"the fused RNN kernel is unavailable ({error}); using nn.LSTM/nn.GRU's "
+                      "own CPU implementation, which is slower", stacklevel=3)  # fmt: skip
         return None, str(error)
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     signatures = {
@@ -149,15 +152,7 @@ def _load_once() -> tuple[ctypes.CDLL | None, str | None]:
 
 def kernel_available() -> bool:
     """Whether the kernel is built and loaded (building it now if need be); warns once if not."""
-    library, reason = _load_once()
-    if library is None and not _warned:
-        _warned.append(reason)
-        warnings.warn(f"the fused RNN kernel is unavailable ({reason}); using nn.LSTM/nn.GRU's own "
-                      "CPU implementation, which is slower", stacklevel=2)  # fmt: skip
-    return library is not None
-
-
-_warned: list[str] = []
+    return _load_once()[0] is not None
 
 
 def _ptr(tensor: torch.Tensor | None) -> int | None:
@@ -165,8 +160,9 @@ def _ptr(tensor: torch.Tensor | None) -> int | None:
 
 
 def _threads(batch: int, steps: int, hidden: int) -> int:
-    # Threads split the batch columns; below about a million multiply-adds per call, starting
-    # one costs more than it saves.
+    # Threads split the batch columns; below about eight million multiply-adds per call (two
+    # logical CPUs sharing one core's resources gain little), starting one costs more than it
+    # saves.
     if batch < 32 or batch * steps * hidden * hidden * 4 < 2**23:
         return 1
     return max(1, min(torch.get_num_threads(), batch // 16))
