@@ -249,3 +249,16 @@ def test_test_tool_refuses_a_non_checkpoint_zip(capsys, tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("hello.txt", "not a checkpoint")
     one_line_error(capsys, test_cli.main(["--ckpt", str(path)]), "not a readable checkpoint")
+
+
+def test_lightning_tips_are_left_out(caplog):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from imdb_torch.cli.common import quiet_lightning
+
+    quiet_lightning()
+    with caplog.at_level("INFO"):
+        rank_zero_info("GPU available: False, used: False")
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing a package")
+    assert "GPU available" in caplog.text
+    assert "Tip" not in caplog.text

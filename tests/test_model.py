@@ -162,6 +162,8 @@ def test_forward_gives_one_logit_per_review():
         {"optimizer": "sgd"},
         {"lr": 0.0},
         {"init": "xavier"},
+        {"ema": 1.0},
+        {"ema": 0.0},
     ],
 )
 def test_bad_model_settings_are_user_errors(kwargs):

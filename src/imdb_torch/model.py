@@ -6,6 +6,8 @@ from functools import partial
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchmetrics import MeanMetric
@@ -156,6 +158,9 @@ class SentimentRNN(L.LightningModule):
         packed: run the recurrent layers on packed sequences, so no step is spent on padding
             (Keras's lesson runs over the padding).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        ema: keep an exponential moving average of the weights with this decay per training
+            step (Lightning's ``EMAWeightAveraging``); validation, checkpoints and so the best
+            model hold the averaged weights, training goes on with the raw ones. ``None``: off.
         pooling: what the head reads: ``last``, the final hidden state (Keras's
             ``return_sequences=False``); ``max``, the top layer's outputs max-pooled over the
             review's tokens; ``mean-max``, their mean and max side by side. Padding is left
@@ -187,12 +192,13 @@ class SentimentRNN(L.LightningModule):
         grad_clip: float | None = None,
         sparse_embedding_updates: bool = True,
         pooling: str = "last",
+        ema: float | None = None,
         fused_rnn: bool = True,
     ):
         super().__init__()
         _check_settings(
             arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-            grad_clip, pooling,
+            grad_clip, pooling, ema,
         )  # fmt: skip
         if lr is None:
             lr = DEFAULT_LR[optimizer]
@@ -342,6 +348,13 @@ class SentimentRNN(L.LightningModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        # A model setting rather than a Trainer one, so that a resumed run averages as the
+        # original did; the callback saves and restores the average in checkpoints itself.
+        if self.hparams.ema is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return []
+        return [EMAWeightAveraging(decay=self.hparams.ema)]
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Marks the file as this program's, so other checkpoints are told apart from corrupt ones.
         checkpoint["imdb_torch"] = {"version": __version__}
@@ -356,7 +369,7 @@ class SentimentRNN(L.LightningModule):
 
 def _check_settings(
     arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-    grad_clip, pooling,
+    grad_clip, pooling, ema=None,
 ):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
@@ -380,3 +393,5 @@ def _check_settings(
         raise UserError(f"the gradient clipping norm must be positive, got {grad_clip}")
     if lr is not None and lr <= 0:
         raise UserError(f"the learning rate must be positive, got {lr}")
+    if ema is not None and not 0 < ema < 1:
+        raise UserError(f"the weight-averaging decay must lie in (0, 1), got {ema}")

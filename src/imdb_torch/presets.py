@@ -17,6 +17,7 @@ DEFAULTS = {
     "optimizer": "rmsprop",
     "lr": None,  # the optimiser's Keras default: 1e-4 for the lesson's RMSprop
     "grad_clip": None,
+    "ema": None,  # decay of a moving average of the weights; None: the weights as trained
     "batch_size": 64,
 }
 

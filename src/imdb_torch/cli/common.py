@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -63,9 +64,15 @@ def devices_value(text: str):
 
 
 def quiet_lightning() -> None:
-    """Silence warnings that do not apply to in-memory tensor datasets."""
+    """Silence warnings that do not apply to in-memory tensor datasets, and Lightning's tips."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    # Every Trainer would otherwise start by suggesting packages for Lightning's cloud services.
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:

@@ -165,6 +165,13 @@ def build_parser() -> ArgumentParser:
         help="clip the gradient norm to this value (default: no clipping)",
     )
     fit.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate, checkpoint and save an exponential moving average of the weights, "
+        "updated after every step with this decay, e.g. 0.995 (default: off, as Keras)",
+    )
+    fit.add_argument(
         "--eval-batch-size",
         type=positive_int,
         default=512,
@@ -214,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Settings a resumed run takes from its checkpoint; giving another value is an error.
-MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip")
+MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip", "ema")
 DATA_FLAGS = (
     "num_words",
     "maxlen",
@@ -302,7 +309,7 @@ def _explain_interrupt(last_model_path: str) -> None:
 def _settings_from_flags(args) -> tuple[dict, dict]:
     settings = resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"],
+    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"], ema=settings["ema"],
                         sparse_embedding_updates=not args.dense_embedding_updates)  # fmt: skip
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
     data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],

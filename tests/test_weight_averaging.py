@@ -1,0 +1,97 @@
+"""``--ema``: an exponential moving average of the weights, validated, saved and resumed."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from imdb_torch.cli import train as train_cli
+from imdb_torch.training import Hardware, prepare
+
+DECAY = 0.8
+
+
+class StepWeights(L.Callback):
+    """The trainable weights after every optimiser step."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({name: p.detach().clone() for name, p in pl_module.named_parameters()})
+
+
+def val_loss(model, datamodule) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for tokens, labels in datamodule.val_dataloader():
+            logits = model(tokens)
+            total += nn.functional.binary_cross_entropy_with_logits(
+                logits, labels, reduction="sum"
+            ).item()
+            count += len(labels)
+    return total / count
+
+
+def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_path):
+    run = prepare(
+        {"arch": "lstm", "num_words": 30, "optimizer": "adam", "lr": 0.01, "ema": DECAY},
+        {"data": str(tiny_tarball), "num_words": 30, "maxlen": 40, "batch_size": 16},
+        seed=0, max_epochs=2, patience=2, logdir=tmp_path, name="ema", version=0,
+        hardware=Hardware("cpu", 1), progress=False,
+    )  # fmt: skip
+    recorder = StepWeights()
+    run.trainer.callbacks.append(recorder)
+    run.fit()
+
+    # torch's EMA: the first step's weights, then avg <- decay * avg + (1 - decay) * weights.
+    average = dict(recorder.steps[0])
+    for weights in recorder.steps[1:]:
+        average = {name: DECAY * average[name] + (1 - DECAY) * w for name, w in weights.items()}
+    raw = recorder.steps[-1]
+    assert len(recorder.steps) > 4
+    for name, param in run.model.named_parameters():
+        torch.testing.assert_close(param.detach(), average[name], rtol=1e-5, atol=1e-6)
+    assert max((average[n] - raw[n]).abs().max().item() for n in raw) > 1e-3
+
+    # The last validation ran after the last step, on the averaged weights.
+    logged = run.history.epochs[-1]["val_loss"]
+    assert logged == pytest.approx(val_loss(run.model, run.datamodule), rel=1e-5)
+    run.model.load_state_dict({**run.model.state_dict(), **raw})
+    assert abs(logged - val_loss(run.model, run.datamodule)) > 1e-4
+
+    # Checkpoints hold the average as the model's weights, and the raw ones for resuming.
+    last = torch.load(run.checkpoint.last_model_path, weights_only=True)
+    torch.testing.assert_close(last["state_dict"]["head.weight"], average["head.weight"])
+    torch.testing.assert_close(last["current_model_state"]["head.weight"], raw["head.weight"])
+
+
+def flags(data, logdir, *extra):
+    return ["--data", str(data), "--maxlen", "40", "--num-words", "30", "--batch-size", "16",
+            "--optimizer", "adam", "--lr", "0.01", "--patience", "9", "--seed", "3",
+            "--no-progress", "--logdir", str(logdir), "--save", str(logdir / "best.ckpt"),
+            *extra]  # fmt: skip
+
+
+def test_resumed_run_averages_as_an_uninterrupted_one(tiny_tarball, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for logdir in (whole, split):
+        logdir.mkdir()
+    assert train_cli.main(flags(tiny_tarball, whole, "--ema", "0.9", "--max-epochs", "4")) == 0
+    assert train_cli.main(flags(tiny_tarball, split, "--ema", "0.9", "--max-epochs", "2")) == 0
+    assert train_cli.main(flags(tiny_tarball, split, "--resume", "--max-epochs", "4")) == 0
+
+    def history(logdir):
+        rows = json.loads((logdir / "lstm" / "version_0" / "history.json").read_text())
+        return [row["val_loss"] for row in rows]
+
+    assert len(history(split)) == 4
+    assert history(split) == pytest.approx(history(whole), abs=1e-6)
+    best_whole = torch.load(whole / "best.ckpt", weights_only=True)
+    best_split = torch.load(split / "best.ckpt", weights_only=True)
+    assert best_split["hyper_parameters"]["ema"] == 0.9
+    for name, value in best_whole["state_dict"].items():
+        torch.testing.assert_close(best_split["state_dict"][name], value, rtol=0, atol=1e-6)
