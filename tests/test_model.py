@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from imdb_torch.errors import UserError
-from imdb_torch.model import SentimentRNN, SequenceDropout, keras_parameter_count
+from imdb_torch.model import SentimentRNN, SequenceDropout, WordDropout, keras_parameter_count
 from imdb_torch.optim import KerasRMSprop, make_optimizer
 from imdb_torch.presets import MODEL_KEYS, PRESETS, resolve_settings
 
@@ -49,6 +49,31 @@ def test_every_stacked_layer_drops_its_inputs():
     seen.clear()
     model(torch.randint(1, 500, (32, 20)))
     assert not any((inputs == 0).any() for inputs in seen)
+
+
+def test_word_dropout_drops_every_occurrence_of_a_word():
+    torch.manual_seed(0)
+    layer = WordDropout(0.4, num_words=200).train()
+    tokens = torch.randint(0, 200, (8, 50))
+    tokens[:, :5] = 0  # padding
+    embedded = torch.randn(8, 50, 6).abs() + 0.1  # no zeros of its own
+    torch.manual_seed(1)
+    out = layer(embedded, tokens)
+    dropped = (out == 0).all(dim=-1)
+    for word in tokens.unique().tolist():
+        where = tokens == word
+        assert dropped[where].all() or not dropped[where].any(), word  # all or none
+    assert not dropped[tokens == 0].any()
+    torch.testing.assert_close(out[tokens == 0], embedded[tokens == 0])
+    kept = ~dropped & (tokens != 0)
+    torch.testing.assert_close(out[kept], embedded[kept] / 0.6)
+    share = dropped[tokens != 0].float().mean().item()
+    assert 0.25 < share < 0.55
+    # the same words drop in the fused kernel's layout (time, batch)
+    torch.manual_seed(1)
+    transposed = layer(embedded.transpose(0, 1), tokens.t())
+    torch.testing.assert_close(transposed.transpose(0, 1), out)
+    assert torch.equal(layer.eval()(embedded, tokens), embedded)
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
@@ -163,6 +188,7 @@ def test_forward_gives_one_logit_per_review():
         {"lr": 0.0},
         {"init": "xavier"},
         {"ema": 1.0},
+        {"word_dropout": 1.0},
         {"ema": 0.0},
     ],
 )

@@ -54,6 +54,33 @@ class SequenceDropout(nn.Module):
         return f"p={self.p}"
 
 
+class WordDropout(nn.Module):
+    """Drop whole words: each vocabulary word leaves a batch with probability ``p``.
+
+    A dropped word's embedding is zeroed at every one of its occurrences, so the classifier
+    cannot lean on any single word (Gal & Ghahramani's embedding dropout, as AWD-LSTM applies
+    it, one draw per batch); kept words are scaled by ``1 / (1 - p)``. Padding is never dropped.
+    Keras has no such layer; ``p = 0`` (the default) leaves it out.
+    """
+
+    def __init__(self, p: float, num_words: int):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"word dropout must lie in [0, 1), got {p}")
+        self.p, self.num_words = p, num_words
+
+    def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``embedded``: ``tokens``' embeddings, in any layout ending with the features."""
+        if not self.training or self.p == 0:
+            return embedded
+        scale = embedded.new_empty(self.num_words).bernoulli_(1 - self.p) / (1 - self.p)
+        scale[PAD] = 1
+        return embedded * scale[tokens].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def keras_init_(model: SentimentRNN) -> None:
     """Re-initialise as Keras does: ``Embedding`` uniform(±0.05), Glorot-uniform input kernels
     and ``Dense``, orthogonal recurrent kernels, zero biases with LSTM forget-gate bias 1."""
@@ -151,6 +178,8 @@ class SentimentRNN(L.LightningModule):
         hidden_size, num_layers: units per recurrent layer, and how many are stacked (each
             layer after the first reads the full output sequence of the one below).
         dropout: Keras-style input dropout on every recurrent layer (see ``SequenceDropout``).
+        word_dropout: probability of dropping each vocabulary word from a training batch (see
+            ``WordDropout``); 0 in the lesson.
         init: ``keras`` (Keras's initialisers) or ``torch`` (PyTorch's defaults).
         optimizer, lr: ``rmsprop`` (Keras's formula and defaults) or ``adam``; ``lr`` defaults
             to Keras's default for the optimiser (the lesson's RMSprop uses 1e-4).
@@ -193,18 +222,20 @@ class SentimentRNN(L.LightningModule):
         sparse_embedding_updates: bool = True,
         pooling: str = "last",
         ema: float | None = None,
+        word_dropout: float = 0.0,
         fused_rnn: bool = True,
     ):
         super().__init__()
         _check_settings(
             arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-            grad_clip, pooling, ema,
+            grad_clip, pooling, ema, word_dropout,
         )  # fmt: skip
         if lr is None:
             lr = DEFAULT_LR[optimizer]
         self.save_hyperparameters(ignore=["fused_rnn"])
         self.fused_rnn = fused_rnn
         self.embedding = nn.Embedding(num_words, embedding_dim)
+        self.word_dropout = WordDropout(word_dropout, num_words)
         self.input_dropouts = nn.ModuleList(SequenceDropout(dropout) for _ in range(num_layers))
         directions = 2 if bidirectional else 1
         self.rnns = nn.ModuleList(
@@ -251,7 +282,7 @@ class SentimentRNN(L.LightningModule):
         x = self.embedding(tokens)
         if self._tracks_row_squares and x.requires_grad:
             x.register_hook(partial(_add_row_squares, self.embedding.weight, tokens))
-        return x
+        return self.word_dropout(x, tokens)
 
     def _module_layers(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
         """``nn.LSTM``/``nn.GRU`` themselves: batch-first outputs and the last layer's state."""
@@ -369,7 +400,7 @@ class SentimentRNN(L.LightningModule):
 
 def _check_settings(
     arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-    grad_clip, pooling, ema=None,
+    grad_clip, pooling, ema=None, word_dropout=0.0,
 ):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
@@ -389,6 +420,8 @@ def _check_settings(
             raise UserError(f"{name} must be at least 1, got {value}")
     if not 0 <= dropout < 1:
         raise UserError(f"dropout must lie in [0, 1), got {dropout}")
+    if not 0 <= word_dropout < 1:
+        raise UserError(f"word dropout must lie in [0, 1), got {word_dropout}")
     if grad_clip is not None and grad_clip <= 0:
         raise UserError(f"the gradient clipping norm must be positive, got {grad_clip}")
     if lr is not None and lr <= 0:

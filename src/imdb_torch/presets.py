@@ -9,6 +9,7 @@ DEFAULTS = {
     "hidden_size": 8,
     "num_layers": 1,
     "dropout": 0.0,
+    "word_dropout": 0.0,
     "bidirectional": False,
     "packed": False,
     "pooling": "last",
@@ -50,8 +51,8 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-MODEL_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "bidirectional",
-              "packed", "pooling", "num_words", "optimizer", "lr")  # fmt: skip
+MODEL_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "word_dropout",
+              "bidirectional", "packed", "pooling", "num_words", "optimizer", "lr")  # fmt: skip
 
 
 def resolve_settings(preset: str | None, overrides: dict) -> dict:

@@ -69,6 +69,12 @@ def build_parser() -> ArgumentParser:
         help="Keras-style input dropout on every recurrent layer, in [0, 1) (0)",
     )
     model.add_argument(
+        "--word-dropout",
+        type=float,
+        help="drop each vocabulary word from a training batch with this probability, its "
+        "embedding zeroed wherever it occurs, in [0, 1) (0; Keras has no such layer)",
+    )
+    model.add_argument(
         "--bidirectional",
         action=argparse.BooleanOptionalAction,
         help="read each review in both directions (off)",
