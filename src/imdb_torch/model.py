@@ -187,6 +187,9 @@ class SentimentRNN(L.LightningModule):
         packed: run the recurrent layers on packed sequences, so no step is spent on padding
             (Keras's lesson runs over the padding).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        lr_decay: multiply the learning rate by this factor after every epoch whose validation
+            loss is not the lowest so far (``ReduceLROnPlateau`` with patience 0, as Keras's
+            callback of that name); ``None``: a constant learning rate, as in the lesson.
         ema: keep an exponential moving average of the weights with this decay per training
             step (Lightning's ``EMAWeightAveraging``); validation, checkpoints and so the best
             model hold the averaged weights, training goes on with the raw ones. ``None``: off.
@@ -223,12 +226,13 @@ class SentimentRNN(L.LightningModule):
         pooling: str = "last",
         ema: float | None = None,
         word_dropout: float = 0.0,
+        lr_decay: float | None = None,
         fused_rnn: bool = True,
     ):
         super().__init__()
         _check_settings(
             arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-            grad_clip, pooling, ema, word_dropout,
+            grad_clip, pooling, ema, word_dropout, lr_decay,
         )  # fmt: skip
         if lr is None:
             lr = DEFAULT_LR[optimizer]
@@ -368,8 +372,16 @@ class SentimentRNN(L.LightningModule):
         tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.sigmoid(self(tokens))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
+    def configure_optimizers(self):
+        optimizer = make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
+        if self.hparams.lr_decay is None:
+            return optimizer
+        # threshold 0: any lower loss counts, as for EarlyStopping's min_delta.
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=self.hparams.lr_decay, patience=0, threshold=0.0
+        )
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
@@ -400,7 +412,7 @@ class SentimentRNN(L.LightningModule):
 
 def _check_settings(
     arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-    grad_clip, pooling, ema=None, word_dropout=0.0,
+    grad_clip, pooling, ema=None, word_dropout=0.0, lr_decay=None,
 ):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
@@ -426,5 +438,7 @@ def _check_settings(
         raise UserError(f"the gradient clipping norm must be positive, got {grad_clip}")
     if lr is not None and lr <= 0:
         raise UserError(f"the learning rate must be positive, got {lr}")
+    if lr_decay is not None and not 0 < lr_decay < 1:
+        raise UserError(f"the learning-rate decay factor must lie in (0, 1), got {lr_decay}")
     if ema is not None and not 0 < ema < 1:
         raise UserError(f"the weight-averaging decay must lie in (0, 1), got {ema}")

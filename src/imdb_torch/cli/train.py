@@ -164,6 +164,13 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="learning rate (default 1e-4 for rmsprop, 1e-3 for adam)",
     )
+    fit.add_argument(
+        "--lr-decay",
+        type=float,
+        metavar="FACTOR",
+        help="multiply the learning rate by FACTOR, in (0, 1), after each epoch that does not "
+        "lower the validation loss (Keras's ReduceLROnPlateau, patience 0; default: constant)",
+    )
     fit.add_argument("--batch-size", type=positive_int, help="(default 64)")
     fit.add_argument(
         "--grad-clip",
@@ -227,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Settings a resumed run takes from its checkpoint; giving another value is an error.
-MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip", "ema")
+MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip", "ema", "lr_decay")
 DATA_FLAGS = (
     "num_words",
     "maxlen",
@@ -316,6 +323,7 @@ def _settings_from_flags(args) -> tuple[dict, dict]:
     settings = resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
     model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"], ema=settings["ema"],
+                        lr_decay=settings["lr_decay"],
                         sparse_embedding_updates=not args.dense_embedding_updates)  # fmt: skip
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
     data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],
