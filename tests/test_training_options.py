@@ -1,4 +1,5 @@
-"""``--ema``: an exponential moving average of the weights, validated, saved and resumed."""
+"""Training options beyond the lesson: ``--ema`` (a moving average of the weights) and
+``--lr-decay``, checked for what they compute and for surviving a resume."""
 
 import json
 
@@ -71,27 +72,32 @@ def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_p
 
 def flags(data, logdir, *extra):
     return ["--data", str(data), "--maxlen", "40", "--num-words", "30", "--batch-size", "16",
-            "--optimizer", "adam", "--lr", "0.01", "--patience", "9", "--seed", "3",
+            "--optimizer", "adam", "--patience", "9", "--seed", "3",
             "--no-progress", "--logdir", str(logdir), "--save", str(logdir / "best.ckpt"),
             *extra]  # fmt: skip
 
 
-def test_resumed_run_averages_as_an_uninterrupted_one(tiny_tarball, tmp_path):
+@pytest.mark.parametrize(
+    "option", [("--ema", "0.9", "--lr", "0.01"), ("--lr-decay", "0.5", "--lr", "0.1")]
+)
+def test_resumed_run_goes_on_as_an_uninterrupted_one(tiny_tarball, tmp_path, option):
     whole, split = tmp_path / "whole", tmp_path / "split"
     for logdir in (whole, split):
         logdir.mkdir()
-    assert train_cli.main(flags(tiny_tarball, whole, "--ema", "0.9", "--max-epochs", "4")) == 0
-    assert train_cli.main(flags(tiny_tarball, split, "--ema", "0.9", "--max-epochs", "2")) == 0
-    assert train_cli.main(flags(tiny_tarball, split, "--resume", "--max-epochs", "4")) == 0
+    assert train_cli.main(flags(tiny_tarball, whole, *option, "--max-epochs", "5")) == 0
+    assert train_cli.main(flags(tiny_tarball, split, *option, "--max-epochs", "2")) == 0
+    assert train_cli.main(flags(tiny_tarball, split, "--resume", "--max-epochs", "5")) == 0
 
     def history(logdir):
         rows = json.loads((logdir / "lstm" / "version_0" / "history.json").read_text())
         return [row["val_loss"] for row in rows]
 
-    assert len(history(split)) == 4
-    assert history(split) == pytest.approx(history(whole), abs=1e-6)
+    losses = history(whole)
+    if option[0] == "--lr-decay":  # the rate was cut after the resume
+        assert any(loss >= min(losses[:i]) for i, loss in enumerate(losses[2:-1], start=2))
+    assert len(history(split)) == 5
+    assert history(split) == pytest.approx(losses, abs=1e-6)
     best_whole = torch.load(whole / "best.ckpt", weights_only=True)
     best_split = torch.load(split / "best.ckpt", weights_only=True)
-    assert best_split["hyper_parameters"]["ema"] == 0.9
     for name, value in best_whole["state_dict"].items():
         torch.testing.assert_close(best_split["state_dict"][name], value, rtol=0, atol=1e-6)
