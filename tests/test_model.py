@@ -293,33 +293,3 @@ def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tm
     assert row["val_loss"] == pytest.approx(loss_sum / count, rel=1e-5)
     assert row["val_acc"] == pytest.approx(correct / count)
     assert row["train_loss"] > 0 and 0 <= row["train_acc"] <= 1
-
-
-def test_lr_decay_after_each_epoch_without_a_lower_validation_loss(tiny_tarball, tmp_path):
-    import lightning as L
-
-    from imdb_torch.training import Hardware, prepare
-
-    class EpochLR(L.Callback):
-        def __init__(self):
-            self.rates = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-    run = prepare(
-        {"arch": "gru", "num_words": 30, "optimizer": "adam", "lr": 0.2, "lr_decay": 0.5},
-        {"data": str(tiny_tarball), "num_words": 30, "maxlen": 40, "batch_size": 16},
-        seed=0, max_epochs=8, patience=8, logdir=tmp_path, name="decay", version=0,
-        hardware=Hardware("cpu", 1), progress=False,
-    )  # fmt: skip
-    monitor = EpochLR()
-    run.trainer.callbacks.append(monitor)
-    run.fit()
-    losses = [row["val_loss"] for row in run.history.epochs]
-    expected, best = [0.2], math.inf
-    for loss in losses[:-1]:
-        expected.append(expected[-1] * (1 if loss < best else 0.5))
-        best = min(best, loss)
-    assert monitor.rates == pytest.approx(expected)
-    assert min(expected) < 0.2  # the rule was exercised

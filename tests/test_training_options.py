@@ -2,6 +2,7 @@
 ``--lr-decay``, checked for what they compute and for surviving a resume."""
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -37,16 +38,22 @@ def val_loss(model, datamodule) -> float:
     return total / count
 
 
-def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_path):
+def fit_tiny(data, logdir, callback: L.Callback, max_epochs: int, **model_kwargs):
+    """Train a tiny model on ``data`` with ``callback`` watching."""
     run = prepare(
-        {"arch": "lstm", "num_words": 30, "optimizer": "adam", "lr": 0.01, "ema": DECAY},
-        {"data": str(tiny_tarball), "num_words": 30, "maxlen": 40, "batch_size": 16},
-        seed=0, max_epochs=2, patience=2, logdir=tmp_path, name="ema", version=0,
-        hardware=Hardware("cpu", 1), progress=False,
+        {"num_words": 30, "optimizer": "adam", **model_kwargs},
+        {"data": str(data), "num_words": 30, "maxlen": 40, "batch_size": 16},
+        seed=0, max_epochs=max_epochs, patience=max_epochs, logdir=logdir, name="tiny",
+        version=0, hardware=Hardware("cpu", 1), progress=False,
     )  # fmt: skip
-    recorder = StepWeights()
-    run.trainer.callbacks.append(recorder)
+    run.trainer.callbacks.append(callback)
     run.fit()
+    return run
+
+
+def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_path):
+    recorder = StepWeights()
+    run = fit_tiny(tiny_tarball, tmp_path, recorder, max_epochs=2, lr=0.01, ema=DECAY)
 
     # torch's EMA: the first step's weights, then avg <- decay * avg + (1 - decay) * weights.
     average = dict(recorder.steps[0])
@@ -68,6 +75,29 @@ def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_p
     last = torch.load(run.checkpoint.last_model_path, weights_only=True)
     torch.testing.assert_close(last["state_dict"]["head.weight"], average["head.weight"])
     torch.testing.assert_close(last["current_model_state"]["head.weight"], raw["head.weight"])
+
+
+class EpochRates(L.Callback):
+    """The learning rate each epoch starts with."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_lr_decay_after_each_epoch_without_a_lower_validation_loss(tiny_tarball, tmp_path):
+    monitor = EpochRates()
+    run = fit_tiny(tiny_tarball, tmp_path, monitor, max_epochs=8, arch="gru", lr=0.2,
+                   lr_decay=0.5)  # fmt: skip
+    losses = [row["val_loss"] for row in run.history.epochs]
+    expected, best = [0.2], math.inf
+    for loss in losses[:-1]:
+        expected.append(expected[-1] * (1 if loss < best else 0.5))
+        best = min(best, loss)
+    assert monitor.rates == pytest.approx(expected)
+    assert min(expected) < 0.2  # the rule was exercised
 
 
 def flags(data, logdir, *extra):
