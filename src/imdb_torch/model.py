@@ -412,7 +412,7 @@ class SentimentRNN(L.LightningModule):
 
 def _check_settings(
     arch, num_words, embedding_dim, hidden_size, num_layers, dropout, init, optimizer, lr,
-    grad_clip, pooling, ema=None, word_dropout=0.0, lr_decay=None,
+    grad_clip, pooling, ema, word_dropout, lr_decay,
 ):  # fmt: skip
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")

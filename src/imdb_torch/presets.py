@@ -60,7 +60,8 @@ PRESETS: dict[str, dict] = {
 }
 
 MODEL_KEYS = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout", "word_dropout",
-              "bidirectional", "packed", "pooling", "num_words", "optimizer", "lr")  # fmt: skip
+              "bidirectional", "packed", "pooling", "num_words", "optimizer", "lr", "grad_clip",
+              "lr_decay", "ema")  # fmt: skip
 
 
 def resolve_settings(preset: str | None, overrides: dict) -> dict:

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Settings a resumed run takes from its checkpoint; giving another value is an error.
-MODEL_FLAGS = (*MODEL_KEYS, "init", "grad_clip", "ema", "lr_decay")
+MODEL_FLAGS = (*MODEL_KEYS, "init")
 DATA_FLAGS = (
     "num_words",
     "maxlen",
@@ -321,9 +321,7 @@ def _explain_interrupt(last_model_path: str) -> None:
 def _settings_from_flags(args) -> tuple[dict, dict]:
     settings = _settings(args)
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs.update(init=args.init, grad_clip=settings["grad_clip"], ema=settings["ema"],
-                        lr_decay=settings["lr_decay"],
-                        sparse_embedding_updates=not args.dense_embedding_updates)  # fmt: skip
+    model_kwargs.update(init=args.init, sparse_embedding_updates=not args.dense_embedding_updates)
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
     data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],
                        batch_size=settings["batch_size"])  # fmt: skip
