@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 POSITIVE = ["great", "wonderful", "excellent", "loved", "brilliant", "superb"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "worst"]
@@ -106,3 +107,18 @@ def tiny_tree(tmp_path_factory, review_files) -> Path:
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory) -> Path:
     return write_keras_npz(tmp_path_factory.mktemp("npz") / "imdb.npz")
+
+
+def validation_by_hand(model, datamodule) -> tuple[float, float, int]:
+    """Mean loss, accuracy and count over the validation reviews, outside Lightning."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for tokens, labels in datamodule.val_dataloader():
+            logits = model(tokens)
+            loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, labels, reduction="sum"
+            ).item()
+            correct += ((logits > 0) == labels.bool()).sum().item()
+            count += len(labels)
+    return loss_sum / count, correct / count, count

@@ -9,6 +9,8 @@ from imdb_torch.model import SentimentRNN, SequenceDropout, WordDropout, keras_p
 from imdb_torch.optim import KerasRMSprop, make_optimizer
 from imdb_torch.presets import MODEL_KEYS, PRESETS, resolve_settings
 
+from .conftest import validation_by_hand
+
 
 def test_sequence_dropout_uses_one_mask_per_sequence():
     torch.manual_seed(0)
@@ -279,17 +281,8 @@ def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tm
     )  # fmt: skip
     run.fit()
     (row,) = run.history.epochs
-    model = run.model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    with torch.no_grad():
-        for tokens, labels in run.datamodule.val_dataloader():
-            logits = model(tokens)
-            loss_sum += nn.functional.binary_cross_entropy_with_logits(
-                logits, labels, reduction="sum"
-            ).item()
-            correct += ((logits > 0) == labels.bool()).sum().item()
-            count += len(labels)
+    loss, accuracy, count = validation_by_hand(run.model, run.datamodule)
     assert count % 7 != 0
-    assert row["val_loss"] == pytest.approx(loss_sum / count, rel=1e-5)
-    assert row["val_acc"] == pytest.approx(correct / count)
+    assert row["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert row["val_acc"] == pytest.approx(accuracy)
     assert row["train_loss"] > 0 and 0 <= row["train_acc"] <= 1

@@ -7,10 +7,11 @@ import math
 import lightning as L
 import pytest
 import torch
-from torch import nn
 
 from imdb_torch.cli import train as train_cli
 from imdb_torch.training import Hardware, prepare
+
+from .conftest import validation_by_hand
 
 DECAY = 0.8
 
@@ -26,16 +27,7 @@ class StepWeights(L.Callback):
 
 
 def val_loss(model, datamodule) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for tokens, labels in datamodule.val_dataloader():
-            logits = model(tokens)
-            total += nn.functional.binary_cross_entropy_with_logits(
-                logits, labels, reduction="sum"
-            ).item()
-            count += len(labels)
-    return total / count
+    return validation_by_hand(model, datamodule)[0]
 
 
 def fit_tiny(data, logdir, callback: L.Callback, max_epochs: int, **model_kwargs):
