@@ -257,8 +257,9 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(f"cannot save to {save_path}: it is a directory")
     quiet_lightning()
 
+    settings = _settings(args)
     if args.resume:
-        resume_path, run_dir = _resume_target(args)
+        resume_path, run_dir = _resume_target(args, settings)
         checkpoint_data = read_checkpoint(resume_path)
         model_kwargs, data_kwargs = _settings_from_checkpoint(
             checkpoint_data, args, _explicit_flags(argv)
@@ -267,8 +268,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"resuming {run_dir} from epoch {checkpoint_data['epoch'] + 1}")
     else:
         resume_path = None
-        model_kwargs, data_kwargs = _settings_from_flags(args)
-        name = args.name or experiment_name(_settings(args))
+        model_kwargs, data_kwargs = _settings_from_flags(args, settings)
+        name = args.name or experiment_name(settings)
         logdir = Path(args.logdir).resolve()
         version = _claim_version(logdir / name)
     model_kwargs["fused_rnn"] = not args.plain_rnn
@@ -278,7 +279,7 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         max_epochs=args.max_epochs,
         # A resumed run continues with the patience it was started with (EarlyStopping's state).
-        patience=_settings(args)["patience"],
+        patience=settings["patience"],
         logdir=logdir,
         name=name,
         version=version,
@@ -318,8 +319,7 @@ def _explain_interrupt(last_model_path: str) -> None:
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
 
 
-def _settings_from_flags(args) -> tuple[dict, dict]:
-    settings = _settings(args)
+def _settings_from_flags(args, settings: dict) -> tuple[dict, dict]:
     model_kwargs = {key: settings[key] for key in MODEL_KEYS}
     model_kwargs.update(init=args.init, sparse_embedding_updates=not args.dense_embedding_updates)
     data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
@@ -358,7 +358,7 @@ def _settings_from_checkpoint(checkpoint: dict, args, explicit: set[str]) -> tup
     return model_kwargs, data_kwargs
 
 
-def _resume_target(args) -> tuple[Path, Path]:
+def _resume_target(args, settings: dict) -> tuple[Path, Path]:
     """The checkpoint to resume and its run directory (``LOGDIR/NAME/version_N``)."""
     if args.resume != "latest":
         path = Path(args.resume).expanduser()
@@ -370,7 +370,6 @@ def _resume_target(args) -> tuple[Path, Path]:
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
         return path, run_dir
-    settings = _settings(args)
     base = Path(args.logdir) / (args.name or experiment_name(settings))
     runs = sorted(
         (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
