@@ -191,3 +191,16 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_run_resumed_from_its_checkpoint_alone_keeps_its_epoch_limit(tmp_path, tiny_tarball):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["max_epochs"] == 1
+    # As if the run had been started with a limit of 3 and stopped after its first epoch.
+    checkpoint["max_epochs"] = 3
+    torch.save(checkpoint, last)
+    resumed = ["--resume", str(last), "--no-progress", "--save", str(tmp_path / "resumed.ckpt")]
+    assert train_cli.main(resumed) == 0  # patience 6 and no --max-epochs: only the limit stops it
+    assert len(history(tmp_path / "lstm" / "version_0")) == 3

@@ -1,4 +1,4 @@
-"""Callbacks Lightning lacks: Keras's per-epoch history, and random state that survives a resume."""
+"""Callbacks Lightning lacks: Keras's history; random state and epoch limit kept on resume."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .fileio import atomic_path
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 HISTORY_FILE = "history.json"
+MAX_EPOCHS_KEY = "max_epochs"
 
 
 class EpochHistory(L.Callback):
@@ -79,3 +80,16 @@ class RandomState(L.Callback):
         random.setstate((state_dict["python_version"], python_state, state_dict["python_gauss"]))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class EpochLimit(L.Callback):
+    """Writes the run's ``max_epochs`` into its checkpoints.
+
+    A run resumed from a checkpoint alone (no preset named) then stops where the original
+    would have; Lightning saves the epoch reached, not the limit.
+    """
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[MAX_EPOCHS_KEY] = trainer.max_epochs

@@ -18,6 +18,7 @@ DEFAULTS = {
     "optimizer": "rmsprop",
     "lr": None,  # the optimiser's Keras default: 1e-4 for the lesson's RMSprop
     "grad_clip": None,
+    "max_epochs": 100,
     "patience": 3,  # epochs without a lower validation loss before early stopping
     "lr_decay": None,  # factor applied to the learning rate when validation loss stalls
     "ema": None,  # decay of a moving average of the weights; None: the weights as trained

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import EpochHistory, RandomState
+from .callbacks import EpochHistory, EpochLimit, RandomState
 from .checkpoint import AtomicCheckpointIO
 from .datamodule import IMDBDataModule
 from .errors import UserError
@@ -97,6 +97,7 @@ def prepare(
         callbacks=[
             history,
             RandomState(),
+            EpochLimit(),
             checkpoint,
             EarlyStopping(monitor="val_loss", mode="min", patience=patience),
         ],

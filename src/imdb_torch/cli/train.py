@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..callbacks import MAX_EPOCHS_KEY
 from ..checkpoint import read_checkpoint
 from ..errors import UserError
 from ..fileio import atomic_path
@@ -35,9 +36,9 @@ presets (the lesson's four experiments; flags given as well override them):
   lstm-2layer   two stacked LSTM(8, dropout=0.3)
   gru           GRU(8)
   strong        beyond the book: vocabulary 10,000, maxlen 400, two-layer bidirectional
-                LSTM(64, dropout=0.5) read through mean and max pooling, word dropout 0.2,
+                LSTM(64, dropout=0.5) read through mean and max pooling, word dropout 0.3,
                 Adam 5e-4 halved after each epoch without a lower validation loss,
-                gradient clipping at 1.0, patience 2
+                gradient clipping at 1.0, patience 3, at most 7 epochs
 
 examples:
   python scripts/train.py --arch gru
@@ -191,11 +192,16 @@ def build_parser() -> ArgumentParser:
         default=512,
         help="validation/test batch size; changes speed, not results (default 512)",
     )
-    fit.add_argument("--max-epochs", type=positive_int, default=100, help="(default 100)")
+    fit.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        help="stop after this many epochs at most (default 100; strong: 7); on --resume, "
+        "the run's own limit unless given",
+    )
     fit.add_argument(
         "--patience",
         type=positive_int,
-        help="epochs without a lower validation loss before stopping (default 3; strong: 2)",
+        help="epochs without a lower validation loss before stopping (default 3)",
     )
     fit.add_argument("--seed", type=int, default=42, help="seed for weights and shuffling (42)")
 
@@ -265,6 +271,8 @@ def _main(argv: Sequence[str] | None) -> int:
             checkpoint_data, args, _explicit_flags(argv)
         )
         name, version, logdir = run_dir.parent.name, _version_number(run_dir), run_dir.parent.parent
+        if args.max_epochs is None:
+            settings["max_epochs"] = checkpoint_data.get(MAX_EPOCHS_KEY, settings["max_epochs"])
         print(f"resuming {run_dir} from epoch {checkpoint_data['epoch'] + 1}")
     else:
         resume_path = None
@@ -277,7 +285,7 @@ def _main(argv: Sequence[str] | None) -> int:
         model_kwargs,
         data_kwargs,
         seed=args.seed,
-        max_epochs=args.max_epochs,
+        max_epochs=settings["max_epochs"],
         # A resumed run continues with the patience it was started with (EarlyStopping's state).
         patience=settings["patience"],
         logdir=logdir,
