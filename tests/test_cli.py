@@ -264,11 +264,12 @@ def test_lightning_tips_are_left_out(caplog):
     assert "Tip" not in caplog.text
 
 
-def test_strong_preset_sets_its_patience_and_flags_override_it():
+def test_strong_preset_sets_its_epoch_limit_and_flags_override_it():
     parser = train_cli.build_parser()
-    assert train_cli._settings(parser.parse_args([]))["patience"] == 3
+    lesson = train_cli._settings(parser.parse_args([]))
+    assert (lesson["max_epochs"], lesson["patience"]) == (100, 3)
     strong = train_cli._settings(parser.parse_args(["--preset", "strong"]))
-    assert (strong["patience"], strong["word_dropout"], strong["lr_decay"]) == (2, 0.2, 0.5)
-    given = parser.parse_args(["--preset", "strong", "--patience", "5", "--word-dropout", "0"])
-    assert train_cli._settings(given)["patience"] == 5
+    assert (strong["max_epochs"], strong["word_dropout"], strong["lr_decay"]) == (7, 0.3, 0.5)
+    given = parser.parse_args(["--preset", "strong", "--max-epochs", "9", "--word-dropout", "0"])
+    assert train_cli._settings(given)["max_epochs"] == 9
     assert train_cli._settings(given)["word_dropout"] == 0
