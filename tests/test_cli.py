@@ -270,6 +270,9 @@ def test_strong_preset_sets_its_epoch_limit_and_flags_override_it():
     assert (lesson["max_epochs"], lesson["patience"]) == (100, 3)
     strong = train_cli._settings(parser.parse_args(["--preset", "strong"]))
     assert (strong["max_epochs"], strong["word_dropout"], strong["lr_decay"]) == (7, 0.3, 0.5)
-    given = parser.parse_args(["--preset", "strong", "--max-epochs", "9", "--word-dropout", "0"])
+    assert strong["patience"] == 3
+    given = parser.parse_args(["--preset", "strong", "--max-epochs", "9", "--word-dropout", "0",
+                               "--patience", "5"])  # fmt: skip
     assert train_cli._settings(given)["max_epochs"] == 9
     assert train_cli._settings(given)["word_dropout"] == 0
+    assert train_cli._settings(given)["patience"] == 5
