@@ -39,7 +39,14 @@ def start(args, cache):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_default_ctrl_c,
     )  # fmt: skip
+
+
+def _default_ctrl_c():
+    # A suite started in the background by a shell inherits SIGINT ignored, and so would the
+    # training process; Python only turns SIGINT into KeyboardInterrupt where it is not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def history(run_dir: Path) -> list[dict]:
