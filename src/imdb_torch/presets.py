@@ -37,10 +37,10 @@ PRESETS: dict[str, dict] = {
     # takes 6.7 times as long (benchmarks/strong_config.py). Each choice was measured
     # (docs/results.md): dropout 0.5 rather than 0.3, pooling rather than the final state,
     # Adam at 5e-4 rather than 1e-3, 10,000 words rather than 20,000 (a smaller model, and
-    # no worse); word dropout 0.3 with the halving and patience 3 gave 0.8815 +- 0.0042 over
-    # three seeds, against 0.8791 +- 0.0016 with word dropout 0.2 and patience 2.
+    # no worse); word dropout 0.3 with the halving and patience 3 gave 0.8815 +- 0.0030 over
+    # five seeds, against 0.8791 +- 0.0016 over three with word dropout 0.2 and patience 2.
     # At most 7 epochs: each takes about two and a half minutes on a 2-core CPU (8 do not fit
-    # in 20 minutes), and two runs of three reached their lowest validation loss at the 7th.
+    # in 20 minutes), and three runs of five reached their lowest validation loss at the 7th.
     "strong": {
         "arch": "lstm",
         "embedding_dim": 64,
