@@ -27,8 +27,8 @@ python3 "$ROOT/scripts/train.py" --arch gru --data "$DATA" --max-epochs 1 --acce
   | grep -E "best epoch|error" || true
 python3 - "$OUT/gru.ckpt" "$OUT/lstm-2layer.ckpt" <<'PY'
 import sys, time, torch
-from imdb_torch.checkpoint import read_checkpoint, model_from_checkpoint, datamodule_settings
-from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.training.checkpoint import read_checkpoint, model_from_checkpoint, datamodule_settings
+from imdb_torch.data.datamodule import IMDBDataModule
 for path in sys.argv[1:]:
     ckpt = read_checkpoint(path)
     model = model_from_checkpoint(ckpt)

@@ -23,16 +23,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_torch.datamodule import IMDBDataModule  # noqa: E402
-from imdb_torch.presets import resolve_settings  # noqa: E402
-from imdb_torch.report import EXPERIMENTS, run_file, write_report, write_run  # noqa: E402
+from imdb_torch.config import resolve  # noqa: E402
+from imdb_torch.data.datamodule import IMDBDataModule  # noqa: E402
+from imdb_torch.reporting.report import EXPERIMENTS, run_file, write_report, write_run  # noqa: E402
 
 
 def keras_model(experiment: str):
     import keras
     from keras import layers
 
-    settings = resolve_settings(experiment, {})
+    settings = resolve(experiment).flat()
     recurrent = {"lstm": layers.LSTM, "gru": layers.GRU}[settings["arch"]]
     stack = [keras.Input(shape=(settings["maxlen"],)),
              layers.Embedding(settings["num_words"], settings["embedding_dim"])]  # fmt: skip
@@ -115,7 +115,7 @@ def run_one(
         "framework": "keras",
         "experiment": experiment,
         "seed": seed,
-        "settings": {**resolve_settings(experiment, {}), "shuffle": shuffle},
+        "settings": {**resolve(experiment).flat(), "shuffle": shuffle},
         "parameters": model.count_params(),
         "epochs_run": len(history),
         "best_epoch": best["epoch"],

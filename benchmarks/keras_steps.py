@@ -1,7 +1,7 @@
 """Step-for-step agreement with Keras: the same starting weights, the same batches, N steps.
 
 Builds each dropout-free model of the lesson in Keras, copies its initial weights into
-``SentimentRNN``, then trains both on the same first N batches of the training split (no
+``SentimentNet``, then trains both on the same first N batches of the training split (no
 shuffling): Keras with ``train_on_batch``, imdb-torch through Lightning's own training loop.
 Prints the largest weight difference per array. Needs the keras extra:
 
@@ -24,9 +24,10 @@ import lightning as L  # noqa: E402
 from keras_parity import keras_model  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from imdb_torch.datamodule import IMDBDataModule, PaddedReviews, keep_batch  # noqa: E402
-from imdb_torch.keras_weights import keras_weights, load_keras_weights  # noqa: E402
-from imdb_torch.model import SentimentRNN  # noqa: E402
+from imdb_torch.config import ModelConfig  # noqa: E402
+from imdb_torch.data.datamodule import IMDBDataModule, PaddedReviews, keep_batch  # noqa: E402
+from imdb_torch.model.keras_weights import keras_weights, load_keras_weights  # noqa: E402
+from imdb_torch.training.module import SentimentClassifier  # noqa: E402
 
 NAMES = ["embedding", "kernel", "recurrent kernel", "bias", "dense kernel", "dense bias"]
 
@@ -44,8 +45,8 @@ def main() -> None:
     for experiment in ("lstm", "gru"):
         keras.utils.set_random_seed(0)
         reference = keras_model(experiment)
-        model = SentimentRNN(arch=experiment)
-        load_keras_weights(model, reference.get_weights())
+        model = SentimentClassifier(ModelConfig(arch=experiment))
+        load_keras_weights(model.net, reference.get_weights())
         for step in range(args.steps):
             batch = slice(step * 64, (step + 1) * 64)
             reference.train_on_batch(tokens[batch], labels[batch])
@@ -53,8 +54,8 @@ def main() -> None:
         trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         trainer.fit(model, train_dataloaders=loader)
-        diffs = [np.abs(a - b).max() for a, b in zip(reference.get_weights(), keras_weights(model),
-                                                       strict=True)]  # fmt: skip
+        ours = keras_weights(model.net)
+        diffs = [np.abs(a - b).max() for a, b in zip(reference.get_weights(), ours, strict=True)]
         print(
             f"{experiment}: after {args.steps} steps, largest |imdb-torch - Keras| per array: "
             + ", ".join(f"{name} {d:.1e}" for name, d in zip(NAMES, diffs, strict=True))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from imdb_torch.imdb_archive import read_reviews  # noqa: E402
+from imdb_torch.data.imdb_archive import read_reviews  # noqa: E402
 from imdb_torch.predictor import Predictor  # noqa: E402
 
 

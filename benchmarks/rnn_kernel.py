@@ -1,5 +1,5 @@
 """One recurrent layer, forward and backward: nn.LSTM / nn.GRU's own CPU code against the fused
-kernel (imdb_torch.fused_rnn), at several sizes. Where the kernel is the slower, the model
+kernel (imdb_torch.model.fused_rnn), at several sizes. Where the kernel is the slower, the model
 runs the modules themselves (``fused_rnn.MAX_FUSED_GATES``):
 
     python benchmarks/rnn_kernel.py
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from imdb_torch.fused_rnn import load_kernel, run_fused_feature_major  # noqa: E402
+from imdb_torch.model.fused_rnn import load_kernel, run_fused_feature_major  # noqa: E402
 
 SIZES = [(8, 100), (16, 100), (32, 100), (64, 100), (64, 400)]  # (units, time steps)
 

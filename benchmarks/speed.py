@@ -48,25 +48,21 @@ def peak_memory_mb() -> float:
 def torch_figures(experiment: str, data: str | None, epochs: int, kernel: str) -> dict:
     import torch
 
-    from imdb_torch.checkpoint import model_from_checkpoint, read_checkpoint
-    from imdb_torch.presets import DEFAULTS, MODEL_KEYS, resolve_settings
-    from imdb_torch.training import Hardware, evaluate, prepare
+    from imdb_torch.config import resolve
+    from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint
+    from imdb_torch.training.trainer import Hardware, evaluate, prepare
 
-    settings = resolve_settings(experiment, {})
-    model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs["fused_rnn"] = kernel == "fused"
+    settings = resolve(experiment, {"data": data, "max_epochs": epochs, "patience": epochs})
+    fused = kernel == "fused"
     with tempfile.TemporaryDirectory() as tmp:
         run = prepare(
-            model_kwargs,
-            {"data": data, "batch_size": DEFAULTS["batch_size"]},
-            seed=42, max_epochs=epochs, patience=epochs, logdir=Path(tmp), name=experiment,
-            version=0, hardware=Hardware(accelerator="cpu", devices=1), progress=False,
+            settings, logdir=Path(tmp), name=experiment, version=0, fused_rnn=fused,
+            hardware=Hardware(accelerator="cpu", devices=1), progress=False,
         )  # fmt: skip
         run.datamodule.prepare_data()
         run.fit()
         seconds = [row["seconds"] for row in run.history.epochs]
-        model = model_from_checkpoint(read_checkpoint(run.restore_best()))
-        model.fused_rnn = kernel == "fused"
+        model = model_from_checkpoint(read_checkpoint(run.restore_best()), fused_rnn=fused)
         started = time.perf_counter()
         test = evaluate(model, run.datamodule, Hardware(accelerator="cpu"), progress=False)
         evaluate_seconds = time.perf_counter() - started
@@ -150,7 +146,7 @@ def run_child(framework: str, experiment: str, args) -> dict | None:
 
 def data_figures(data: str | None) -> dict:
     """First preparation from the archive (read, tokenise, encode) and a cached one."""
-    from imdb_torch.datamodule import IMDBDataModule
+    from imdb_torch.data.datamodule import IMDBDataModule
 
     with tempfile.TemporaryDirectory() as cache:
         timings = []

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from imdb_torch.model import SentimentRNN  # noqa: E402
+from imdb_torch.config import ModelConfig, OptimConfig  # noqa: E402
+from imdb_torch.training.module import SentimentClassifier  # noqa: E402
 
 CANDIDATES = [
     {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "packed": True},
@@ -33,8 +34,10 @@ def main() -> None:
     labels = torch.randint(0, 2, (batch,)).float()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for config in CANDIDATES:
-        model = SentimentRNN(arch="lstm", num_words=20000, embedding_dim=64, dropout=0.3,
-                             optimizer="adam", **config)  # fmt: skip
+        model = SentimentClassifier(
+            ModelConfig(arch="lstm", num_words=20000, embedding_dim=64, dropout=0.3, **config),
+            OptimConfig(optimizer="adam"),
+        )
         optimizer = model.configure_optimizers()
         for step in range(4):  # the first step warms up and is not timed
             if step == 1:

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from imdb_torch.config import Settings
+from imdb_torch.training.module import SentimentClassifier
+
 POSITIVE = ["great", "wonderful", "excellent", "loved", "brilliant", "superb"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "worst"]
 FILLER = ["the", "movie", "film", "a", "was", "and", "it", "plot", "actor", "scene", "of", "this"]
@@ -122,3 +125,15 @@ def validation_by_hand(model, datamodule) -> tuple[float, float, int]:
             correct += ((logits > 0) == labels.bool()).sum().item()
             count += len(labels)
     return loss_sum / count, correct / count, count
+
+
+def classifier(fused_rnn: bool = True, **settings) -> SentimentClassifier:
+    """A ``SentimentClassifier`` from settings given by name (the lesson's for the rest)."""
+    chosen = Settings.from_flat(settings)
+    return SentimentClassifier(chosen.model, chosen.optim, fused_rnn=fused_rnn)
+
+
+def tiny_settings(data, **settings) -> Settings:
+    """Settings for a fast run on a tiny archive: 30 words, 40 tokens, batches of 16."""
+    values = {"data": str(data), "num_words": 30, "maxlen": 40, "batch_size": 16}
+    return Settings.from_flat({**values, **settings})

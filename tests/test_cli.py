@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdb_torch.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
+from imdb_torch.cli.flags import given_settings
+from imdb_torch.config import resolve
+from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +73,8 @@ def test_best_checkpoint_is_the_lowest_validation_loss(trained):
 def test_checkpoint_round_trip_keeps_weights_settings_and_vocabulary(trained, tiny_tarball):
     checkpoint = read_checkpoint(trained / "best.ckpt")
     model = model_from_checkpoint(checkpoint)
-    assert model.hparams.arch == "gru" and model.hparams.num_words == 30
+    assert model.model_config.arch == "gru" and model.model_config.num_words == 30
+    assert model.hparams["model"]["arch"] == "gru"  # hparams.yaml's form
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(model.state_dict()[name], tensor)
     words = vocabulary(checkpoint)
@@ -199,9 +202,8 @@ def test_save_into_missing_directory(capsys, tmp_path, tiny_tarball):
 @pytest.mark.parametrize("flag", ["--batch-size", "--maxlen", "--num-words"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes(capsys, flag, value):
-    with pytest.raises(SystemExit) as exit_info:
-        train_cli.main([flag, value])
-    one_line_error(capsys, exit_info.value.code, "positive integer")
+    code = train_cli.main([flag, value])
+    one_line_error(capsys, code, f"{flag} must be a whole number of at least")
 
 
 @pytest.mark.parametrize("script", ["train.py", "test.py"])
@@ -264,15 +266,25 @@ def test_lightning_tips_are_left_out(caplog):
     assert "Tip" not in caplog.text
 
 
+def settings_of(*argv: str):
+    args = train_cli.build_parser().parse_args(argv)
+    return resolve(args.preset, given_settings(args)).flat()
+
+
 def test_strong_preset_sets_its_epoch_limit_and_flags_override_it():
-    parser = train_cli.build_parser()
-    lesson = train_cli._settings(parser.parse_args([]))
+    lesson = settings_of()
     assert (lesson["max_epochs"], lesson["patience"]) == (100, 3)
-    strong = train_cli._settings(parser.parse_args(["--preset", "strong"]))
+    strong = settings_of("--preset", "strong")
     assert (strong["max_epochs"], strong["word_dropout"], strong["lr_decay"]) == (7, 0.3, 0.5)
     assert strong["patience"] == 3
-    given = parser.parse_args(["--preset", "strong", "--max-epochs", "9", "--word-dropout", "0",
-                               "--patience", "5"])  # fmt: skip
-    assert train_cli._settings(given)["max_epochs"] == 9
-    assert train_cli._settings(given)["word_dropout"] == 0
-    assert train_cli._settings(given)["patience"] == 5
+    given = settings_of("--preset", "strong", "--max-epochs", "9", "--word-dropout", "0",
+                        "--patience", "5")  # fmt: skip
+    assert (given["max_epochs"], given["word_dropout"], given["patience"]) == (9, 0, 5)
+
+
+def test_only_the_flags_given_are_settings_given():
+    parser = train_cli.build_parser()
+    assert given_settings(parser.parse_args([])) == {}
+    args = parser.parse_args(["--no-bidirectional", "--lr", "0.5", "--preset", "gru"])
+    assert given_settings(args) == {"bidirectional": False, "lr": 0.5}
+    assert settings_of("--preset", "strong", "--no-bidirectional")["bidirectional"] is False

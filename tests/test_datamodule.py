@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.data.datamodule import IMDBDataModule
 from imdb_torch.errors import UserError
 
 
@@ -90,7 +90,7 @@ def test_bad_data_settings_are_user_errors(kwargs):
 
 
 def test_prepare_data_leaves_an_existing_cache_unread(tiny_tarball, monkeypatch):
-    import imdb_torch.corpus as corpus_module
+    import imdb_torch.data.corpus as corpus_module
 
     IMDBDataModule(data=str(tiny_tarball)).prepare_data()  # builds the cache
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from imdb_torch import fused_rnn
-from imdb_torch.fused_rnn import fused_covers, run_fused
-from imdb_torch.model import SentimentRNN
+from imdb_torch.model import fused_rnn
+from imdb_torch.model.fused_rnn import FusedGRU, FusedLSTM, fused_covers, run_fused
+
+from .conftest import classifier
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -73,8 +74,8 @@ def test_fused_kernel_uses_both_threads_the_same_way():
 
 def _model_pair(**kwargs):
     torch.manual_seed(1)
-    fused = SentimentRNN(**kwargs)
-    plain = SentimentRNN(**kwargs, fused_rnn=False)
+    fused = classifier(**kwargs)
+    plain = classifier(**kwargs, fused_rnn=False)
     plain.load_state_dict(fused.state_dict())
     return fused, plain
 
@@ -109,18 +110,30 @@ def test_model_trains_the_same_on_either_path(kwargs):
 
 def test_model_runs_the_fused_kernel_by_default(monkeypatch):
     calls = []
-    original = fused_rnn.run_fused_feature_major
+    original = fused_rnn.run_fused
 
     def counting(rnn, x):
         calls.append(type(rnn).__name__)
         return original(rnn, x)
 
-    monkeypatch.setattr("imdb_torch.model.run_fused_feature_major", counting)
+    monkeypatch.setattr(fused_rnn, "run_fused", counting)
     fused, plain = _model_pair(arch="gru", num_layers=2)
+    assert [type(rnn) for rnn in fused.net.rnns] == [FusedGRU, FusedGRU]
     fused(torch.randint(0, 500, (2, 10)))
-    assert calls == ["GRU", "GRU"]
+    assert calls == ["FusedGRU", "FusedGRU"]
     plain(torch.randint(0, 500, (2, 10)))
-    assert calls == ["GRU", "GRU"]  # fused_rnn=False: the modules' own code
+    assert calls == ["FusedGRU", "FusedGRU"]  # fused_rnn=False: the modules' own code
+    assert [type(rnn) for rnn in plain.net.rnns] == [nn.GRU, nn.GRU]
+
+
+def test_the_twins_keep_the_layers_parameters_and_wide_layers_stay_modules():
+    fused, plain = _model_pair(arch="lstm", num_layers=2)
+    assert isinstance(fused.net.rnns[0], FusedLSTM) and isinstance(fused.net.rnns[0], nn.LSTM)
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        assert torch.equal(a, b) and a.requires_grad == b.requires_grad, name
+    assert not fused.net.rnns[0].bias_hh_l0.requires_grad  # Keras's one LSTM bias
+    wide = classifier(arch="lstm", hidden_size=64)  # past MAX_FUSED_GATES: nn.LSTM is faster
+    assert type(wide.net.rnns[0]) is nn.LSTM
 
 
 def test_what_the_kernel_does_not_cover_runs_the_module():
@@ -136,7 +149,7 @@ def test_what_the_kernel_does_not_cover_runs_the_module():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused_covers(lstm, x)
     # A packed model takes the module's path and still trains.
-    model = SentimentRNN(arch="lstm", packed=True)
+    model = classifier(arch="lstm", packed=True)
     model(torch.randint(0, 500, (3, 8))).sum().backward()
 
 
@@ -146,15 +159,16 @@ def test_without_a_compiler_the_model_falls_back_with_one_warning(monkeypatch, t
     monkeypatch.setenv("PATH", str(tmp_path))  # nor c++, g++ or clang++
     fused_rnn._load_once.cache_clear()
     try:
-        model = SentimentRNN(arch="gru")
+        model = classifier(arch="gru")
         tokens = torch.randint(0, 500, (3, 8))
         with pytest.warns(UserWarning, match="fused RNN kernel is unavailable.*no C.. compiler"):
             logits = model(tokens)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # once only
             model(tokens)
-        model.fused_rnn = False
-        torch.testing.assert_close(logits, model(tokens))
+        plain = classifier(arch="gru", fused_rnn=False)
+        plain.load_state_dict(model.state_dict())
+        torch.testing.assert_close(logits, plain(tokens))
     finally:
         fused_rnn._load_once.cache_clear()
 

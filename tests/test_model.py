@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
+from imdb_torch.config import PRESETS, resolve
 from imdb_torch.errors import UserError
-from imdb_torch.model import SentimentRNN, SequenceDropout, WordDropout, keras_parameter_count
-from imdb_torch.optim import KerasRMSprop, make_optimizer
-from imdb_torch.presets import MODEL_KEYS, PRESETS, resolve_settings
+from imdb_torch.model.keras_compat import KerasRMSprop, SequenceDropout, keras_parameter_count
+from imdb_torch.model.network import WordDropout
 
-from .conftest import validation_by_hand
+from .conftest import classifier, tiny_settings, validation_by_hand
 
 
 def test_sequence_dropout_uses_one_mask_per_sequence():
@@ -37,9 +37,9 @@ def test_every_stacked_layer_drops_its_inputs():
     torch.manual_seed(0)
     # The modules' own path, where hooks see their inputs; test_fused_rnn.py shows the fused
     # path drops the same units.
-    model = SentimentRNN(arch="lstm", num_layers=2, dropout=0.3, fused_rnn=False).train()
+    model = classifier(arch="lstm", num_layers=2, dropout=0.3, fused_rnn=False).train()
     seen = []
-    for rnn in model.rnns:
+    for rnn in model.net.rnns:
         rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
     model(torch.randint(1, 500, (32, 20)))
     assert len(seen) == 2
@@ -81,10 +81,10 @@ def test_word_dropout_drops_every_occurrence_of_a_word():
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_keras_initialisation(arch):
     torch.manual_seed(0)
-    model = SentimentRNN(arch=arch, num_layers=2)
-    assert model.embedding.weight.abs().max() <= 0.05
+    model = classifier(arch=arch, num_layers=2)
+    assert model.net.embedding.weight.abs().max() <= 0.05
     hidden = 8
-    for rnn in model.rnns:
+    for rnn in model.net.rnns:
         w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
         limit = math.sqrt(6 / (w_ih.shape[0] + w_ih.shape[1]))  # Glorot uniform
         assert w_ih.abs().max() <= limit
@@ -98,15 +98,15 @@ def test_keras_initialisation(arch):
         else:
             expected = torch.zeros(3 * hidden)
         assert torch.equal(bias, expected)
-    assert torch.equal(model.head.bias, torch.zeros(1))
-    assert model.head.weight.abs().max() <= math.sqrt(6 / 9)
+    assert torch.equal(model.net.head.bias, torch.zeros(1))
+    assert model.net.head.weight.abs().max() <= math.sqrt(6 / 9)
 
 
 def test_torch_init_keeps_pytorch_defaults():
     torch.manual_seed(0)
-    model = SentimentRNN(init="torch")
-    assert model.embedding.weight.abs().max() > 1  # N(0, 1), not uniform(±0.05)
-    assert not torch.allclose(model.rnns[0].bias_hh_l0, torch.zeros(32))
+    model = classifier(init="torch")
+    assert model.net.embedding.weight.abs().max() > 1  # N(0, 1), not uniform(±0.05)
+    assert not torch.allclose(model.net.rnns[0].bias_hh_l0, torch.zeros(32))
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,7 @@ def test_torch_init_keeps_pytorch_defaults():
     ],
 )
 def test_parameter_counts_against_keras(preset, keras, ours):
-    settings = resolve_settings(preset, {})
-    model = SentimentRNN(**{key: settings[key] for key in MODEL_KEYS})
+    model = classifier(**resolve(preset).flat())
     assert model.keras_parameter_count() == keras
     assert sum(p.numel() for p in model.parameters()) == ours
     # nn.LSTM's second bias is held at zero, so what trains is exactly Keras's model
@@ -128,16 +127,16 @@ def test_parameter_counts_against_keras(preset, keras, ours):
 
 
 def test_presets_are_the_lessons_experiments():
-    assert resolve_settings("lstm-2layer", {})["num_layers"] == 2
-    assert resolve_settings("lstm-2layer", {})["dropout"] == 0.3
-    gru = resolve_settings("gru", {})
-    assert resolve_settings("gru", {"dropout": 0.1}) == {**gru, "dropout": 0.1}
-    lesson = {key: value for key, value in gru.items() if key != "arch"}
+    assert resolve("lstm-2layer").model.num_layers == 2
+    assert resolve("lstm-2layer").model.dropout == 0.3
+    gru = resolve("gru").flat()
+    assert resolve("gru", {"dropout": 0.1}).flat() == {**gru, "dropout": 0.1}
     for name in ("lstm", "lstm-dropout", "lstm-2layer", "gru"):
-        settings = resolve_settings(name, {})
+        settings = resolve(name).flat()
         assert settings["num_words"] == 500 and settings["maxlen"] == 100
         assert settings["optimizer"] == "rmsprop" and settings["batch_size"] == 64
-    assert lesson["embedding_dim"] == 16 and lesson["hidden_size"] == 8
+        assert settings["lr"] == 1e-4  # RMSprop's Keras default, filled in
+    assert gru["embedding_dim"] == 16 and gru["hidden_size"] == 8
     assert set(PRESETS) == {"lstm", "lstm-dropout", "lstm-2layer", "gru", "strong"}
 
 
@@ -150,8 +149,8 @@ def test_keras_parameter_count_formula():
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_bidirectional_packed_model(arch):
     torch.manual_seed(0)
-    model = SentimentRNN(arch=arch, num_layers=2, bidirectional=True, packed=True).eval()
-    assert model.rnns[1].input_size == 16  # both directions of an 8-unit layer
+    model = classifier(arch=arch, num_layers=2, bidirectional=True, packed=True).eval()
+    assert model.net.rnns[1].input_size == 16  # both directions of an 8-unit layer
     tokens = torch.randint(3, 500, (4, 12))
     tokens[0, :5] = 0  # pre-padded
     tokens[1, -7:] = 0  # post-padded
@@ -165,15 +164,15 @@ def test_bidirectional_packed_model(arch):
 
 def test_packed_unidirectional_equals_unpacked_on_full_rows():
     torch.manual_seed(0)
-    plain = SentimentRNN(arch="gru").eval()
-    packed = SentimentRNN(arch="gru", packed=True).eval()
+    plain = classifier(arch="gru").eval()
+    packed = classifier(arch="gru", packed=True).eval()
     packed.load_state_dict(plain.state_dict())
     tokens = torch.randint(3, 500, (3, 20))
     assert torch.allclose(plain(tokens), packed(tokens), atol=1e-6)
 
 
 def test_forward_gives_one_logit_per_review():
-    model = SentimentRNN(arch="gru").eval()
+    model = classifier(arch="gru").eval()
     logits = model(torch.randint(0, 500, (5, 100)))
     assert logits.shape == (5,)
     assert torch.isfinite(logits).all()
@@ -197,7 +196,7 @@ def test_forward_gives_one_logit_per_review():
 )
 def test_bad_model_settings_are_user_errors(kwargs):
     with pytest.raises(UserError):
-        SentimentRNN(**kwargs)
+        classifier(**kwargs)
 
 
 def test_keras_rmsprop_step_matches_keras_formula():
@@ -228,37 +227,36 @@ def test_keras_rmsprop_step_matches_keras_formula():
 
 
 def test_optimizer_defaults_are_keras_defaults():
-    model = SentimentRNN()
+    model = classifier()
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, KerasRMSprop)
     assert optimizer.defaults == {"lr": 1e-4, "rho": 0.9, "eps": 1e-7}
-    adam = make_optimizer("adam", model.parameters(), 1e-3)
-    assert adam.defaults["eps"] == 1e-7
-    assert SentimentRNN(optimizer="adam").hparams.lr == 1e-3
+    adam = classifier(optimizer="adam").configure_optimizers()
+    assert adam.defaults["eps"] == 1e-7 and adam.defaults["lr"] == 1e-3
 
 
 def test_lstm_recurrent_bias_stays_zero_and_torch_init_trains_it():
-    model = SentimentRNN(arch="lstm")
+    model = classifier(arch="lstm")
     optimizer = model.configure_optimizers()
     tokens, labels = torch.randint(0, 500, (8, 10)), torch.ones(8)
     model.loss_fn(model(tokens), labels).backward()
     optimizer.step()
-    assert torch.equal(model.rnns[0].bias_hh_l0, torch.zeros(32))
-    assert SentimentRNN(arch="lstm", init="torch").rnns[0].bias_hh_l0.requires_grad
+    assert torch.equal(model.net.rnns[0].bias_hh_l0, torch.zeros(32))
+    assert classifier(arch="lstm", init="torch").net.rnns[0].bias_hh_l0.requires_grad
 
 
 @pytest.mark.parametrize("sparse", [True, False])
 def test_embedding_velocity_per_occurrence_or_dense(sparse):
     torch.manual_seed(0)
-    model = SentimentRNN(arch="gru", num_words=10, sparse_embedding_updates=sparse)
+    model = classifier(arch="gru", num_words=10, dense_embedding_updates=not sparse)
     optimizer = model.configure_optimizers()
     tokens = torch.tensor([[1, 5, 5, 5], [1, 2, 5, 7]])
     logits = model(tokens)
     captured = []
-    model.embedding.weight.register_hook(lambda grad: captured.append(grad.clone()))
+    model.net.embedding.weight.register_hook(lambda grad: captured.append(grad.clone()))
     model.loss_fn(logits, torch.tensor([1.0, 0.0])).backward()
     optimizer.step()
-    velocity = optimizer.state[model.embedding.weight]["square_avg"]
+    velocity = optimizer.state[model.net.embedding.weight]["square_avg"]
     dense = 0.1 * captured[0] ** 2
     if sparse:  # word 5 occurs four times: the sum of four squares exceeds the square of the sum
         assert (velocity[5] > dense[5] * 1.01).any()
@@ -270,15 +268,12 @@ def test_embedding_velocity_per_occurrence_or_dense(sparse):
 def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tmp_path):
     """As Keras reports them: the loss weighted by batch size (7 does not divide the set), and
     nothing from the sanity-check batches Lightning runs before training."""
-    from imdb_torch.training import Hardware, prepare
+    from imdb_torch.training.trainer import Hardware, prepare
 
-    run = prepare(
-        {"arch": "gru", "num_words": 30, "optimizer": "adam", "lr": 0.01},
-        {"data": str(tiny_tarball), "num_words": 30, "maxlen": 40, "batch_size": 16,
-         "eval_batch_size": 7},
-        seed=0, max_epochs=1, patience=1, logdir=tmp_path, name="metrics", version=0,
-        hardware=Hardware("cpu", 1), progress=False,
-    )  # fmt: skip
+    settings = tiny_settings(tiny_tarball, arch="gru", optimizer="adam", lr=0.01,
+                             eval_batch_size=7, seed=0, max_epochs=1, patience=1)  # fmt: skip
+    run = prepare(settings, logdir=tmp_path, name="metrics", version=0,
+                  hardware=Hardware("cpu", 1), progress=False)  # fmt: skip
     run.fit()
     (row,) = run.history.epochs
     loss, accuracy, count = validation_by_hand(run.model, run.datamodule)

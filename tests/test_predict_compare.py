@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from imdb_torch.checkpoint import datamodule_settings, read_checkpoint
 from imdb_torch.cli import compare as compare_cli
 from imdb_torch.cli import predict as predict_cli
 from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
-from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.data.datamodule import IMDBDataModule
+from imdb_torch.data.sequences import RaggedSequences, pad_sequences
+from imdb_torch.data.text import encode, tokenize
 from imdb_torch.predictor import Predictor
-from imdb_torch.sequences import RaggedSequences, pad_sequences
-from imdb_torch.text import encode, tokenize
+from imdb_torch.training.checkpoint import datamodule_settings, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdb_torch.checkpoint import AtomicCheckpointIO, read_checkpoint
 from imdb_torch.cli import train as train_cli
+from imdb_torch.training.checkpoint import AtomicCheckpointIO, read_checkpoint
 
 from .conftest import make_reviews, write_tarball
 
@@ -204,9 +204,9 @@ def test_a_run_resumed_from_its_checkpoint_alone_keeps_its_epoch_limit(tmp_path,
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["max_epochs"] == 1
+    assert checkpoint["run_settings"]["max_epochs"] == 1
     # As if the run had been started with a limit of 3 and stopped after its first epoch.
-    checkpoint["max_epochs"] = 3
+    checkpoint["run_settings"]["max_epochs"] = 3
     torch.save(checkpoint, last)
     resumed = ["--resume", str(last), "--no-progress", "--save", str(tmp_path / "resumed.ckpt")]
     assert train_cli.main(resumed) == 0  # patience 6 and no --max-epochs: only the limit stops it

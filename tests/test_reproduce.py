@@ -1,7 +1,7 @@
 import json
 
 from imdb_torch.cli import reproduce as reproduce_cli
-from imdb_torch.report import parity_table, summary_table
+from imdb_torch.reporting.report import parity_table, summary_table
 
 
 def test_reproduce_writes_runs_summary_and_figures_and_skips_finished(tmp_path, tiny_tarball,

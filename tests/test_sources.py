@@ -7,12 +7,12 @@ import zipfile
 import numpy as np
 import pytest
 
-import imdb_torch.corpus as corpus_module
-from imdb_torch.corpus import ACLIMDB, KERAS_NPZ, load_corpus, resolve_source
-from imdb_torch.download import RemoteFile, fetch
+import imdb_torch.data.corpus as corpus_module
+from imdb_torch.data.corpus import ACLIMDB, KERAS_NPZ, load_corpus, resolve_source
+from imdb_torch.data.download import RemoteFile, fetch
+from imdb_torch.data.keras_npz import KERAS_SHUFFLE_SEED, load_keras_imdb
+from imdb_torch.data.text import OOV, START, tokenize
 from imdb_torch.errors import UserError
-from imdb_torch.keras_npz import KERAS_SHUFFLE_SEED, load_keras_imdb
-from imdb_torch.text import OOV, START, tokenize
 
 from .conftest import make_reviews, write_tarball
 

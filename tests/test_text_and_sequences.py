@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from imdb_torch.sequences import RaggedSequences, cap_vocabulary, pad_sequences
-from imdb_torch.text import OOV, START, encode, rank_words, tokenize, word_to_index
+from imdb_torch.data.sequences import RaggedSequences, cap_vocabulary, pad_sequences
+from imdb_torch.data.text import OOV, START, encode, rank_words, tokenize, word_to_index
 
 
 def test_tokenize_follows_keras_filters_and_strips_html_breaks():

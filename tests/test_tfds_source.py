@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from imdb_torch.corpus import TFDS, load_corpus, resolve_source
-from imdb_torch.datamodule import IMDBDataModule
+from imdb_torch.data.corpus import TFDS, load_corpus, resolve_source
+from imdb_torch.data.datamodule import IMDBDataModule
 from imdb_torch.errors import UserError
 
 

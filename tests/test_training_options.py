@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from imdb_torch.cli import train as train_cli
-from imdb_torch.training import Hardware, prepare
+from imdb_torch.training.trainer import Hardware, prepare
 
-from .conftest import validation_by_hand
+from .conftest import tiny_settings, validation_by_hand
 
 DECAY = 0.8
 
@@ -32,12 +32,10 @@ def val_loss(model, datamodule) -> float:
 
 def fit_tiny(data, logdir, callback: L.Callback, max_epochs: int, **model_kwargs):
     """Train a tiny model on ``data`` with ``callback`` watching."""
-    run = prepare(
-        {"num_words": 30, "optimizer": "adam", **model_kwargs},
-        {"data": str(data), "num_words": 30, "maxlen": 40, "batch_size": 16},
-        seed=0, max_epochs=max_epochs, patience=max_epochs, logdir=logdir, name="tiny",
-        version=0, hardware=Hardware("cpu", 1), progress=False,
-    )  # fmt: skip
+    settings = tiny_settings(data, optimizer="adam", seed=0, max_epochs=max_epochs,
+                             patience=max_epochs, **model_kwargs)  # fmt: skip
+    run = prepare(settings, logdir=logdir, name="tiny", version=0,
+                  hardware=Hardware("cpu", 1), progress=False)  # fmt: skip
     run.trainer.callbacks.append(callback)
     run.fit()
     return run
@@ -65,8 +63,9 @@ def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_p
 
     # Checkpoints hold the average as the model's weights, and the raw ones for resuming.
     last = torch.load(run.checkpoint.last_model_path, weights_only=True)
-    torch.testing.assert_close(last["state_dict"]["head.weight"], average["head.weight"])
-    torch.testing.assert_close(last["current_model_state"]["head.weight"], raw["head.weight"])
+    head = "net.head.weight"
+    torch.testing.assert_close(last["state_dict"][head], average[head])
+    torch.testing.assert_close(last["current_model_state"][head], raw[head])
 
 
 class EpochRates(L.Callback):

@@ -50,3 +50,11 @@ def tree_fingerprint(root: str | os.PathLike, pattern: str = "*.txt") -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$IMDB_TORCH_CACHE``, else ``$XDG_CACHE_HOME/imdb-torch``, else ``~/.cache/imdb-torch``."""
+    if os.environ.get("IMDB_TORCH_CACHE"):
+        return Path(os.environ["IMDB_TORCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "imdb-torch"

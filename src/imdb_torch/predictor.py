@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import datamodule_settings, model_from_checkpoint, read_checkpoint, vocabulary
+from .data.sequences import RaggedSequences, pad_sequences
+from .data.text import OOV, encode, tokenize, word_to_index
 from .errors import UserError
-from .sequences import RaggedSequences, pad_sequences
-from .text import OOV, encode, tokenize, word_to_index
+from .training.checkpoint import (
+    datamodule_settings,
+    model_from_checkpoint,
+    read_checkpoint,
+    vocabulary,
+)
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,11 @@ class Predictor:
     (by default keeping the end).
     """
 
-    def __init__(self, checkpoint: dict, device: str = "cpu"):
-        self.model = model_from_checkpoint(checkpoint).to(device)
+    def __init__(self, checkpoint: dict, device: str = "cpu", fused_rnn: bool = True):
+        self.model = model_from_checkpoint(checkpoint, fused_rnn=fused_rnn).to(device)
         self.device = device
         settings = datamodule_settings(checkpoint)
-        self.num_words = self.model.hparams.num_words
+        self.num_words = self.model.model_config.num_words
         self.maxlen = settings.get("maxlen", 100)
         self.padding = settings.get("padding", "pre")
         self.truncating = settings.get("truncating", "pre")
@@ -52,8 +57,8 @@ class Predictor:
         self.index = word_to_index(words)
 
     @classmethod
-    def from_path(cls, path: str | Path, device: str = "cpu") -> Predictor:
-        return cls(read_checkpoint(path), device)
+    def from_path(cls, path: str | Path, device: str = "cpu", fused_rnn: bool = True) -> Predictor:
+        return cls(read_checkpoint(path), device, fused_rnn)
 
     def predict(self, texts: list[str], batch_size: int = 1024) -> list[Prediction]:
         tokenized = [tokenize(text) for text in texts]

@@ -29,7 +29,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
+def add_hardware_flags(parser: argparse.ArgumentParser):
+    """The flags passed to Lightning's ``Trainer``; returns their group for tools to extend."""
     group = parser.add_argument_group("hardware (passed to Lightning's Trainer)")
     group.add_argument(
         "--accelerator",
@@ -43,6 +44,7 @@ def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
         "--precision", default=None, help="e.g. 32-true, 16-mixed, bf16-mixed (default: 32-true)"
     )
     add_plain_rnn_flag(group)
+    return group
 
 
 def add_plain_rnn_flag(parser) -> None:

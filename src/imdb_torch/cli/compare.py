@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..runs import Run, load_run
+from ..reporting.runs import Run, load_run
 from .common import ArgumentParser, run
 
 PROG = "compare.py"

@@ -76,8 +76,7 @@ def _read_reviews(args) -> list[str]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    predictor = Predictor.from_path(args.ckpt, device=args.device)
-    predictor.model.fused_rnn = not args.plain_rnn
+    predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
     reviews = _read_reviews(args)
     predictions = predictor.predict(reviews, batch_size=args.batch_size)
     if args.json:

@@ -12,9 +12,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..presets import MODEL_KEYS, resolve_settings
-from ..report import EXPERIMENTS, run_file, write_report, write_run
-from ..training import Hardware, evaluate, prepare
+from ..config import resolve
+from ..reporting.report import EXPERIMENTS, run_file, write_report, write_run
+from ..training.trainer import Hardware, evaluate, prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -79,18 +79,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
-    settings = resolve_settings(experiment, {})
-    model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs["fused_rnn"] = not args.plain_rnn
-    data_kwargs = {"data": args.data, "num_words": settings["num_words"],
-                   "maxlen": settings["maxlen"], "batch_size": settings["batch_size"],
-                   "cache_dir": args.cache_dir}  # fmt: skip
+    given = {"data": args.data, "cache_dir": args.cache_dir, "seed": seed,
+             "max_epochs": args.max_epochs, "patience": args.patience}  # fmt: skip
+    settings = resolve(experiment, given)
     hardware = Hardware(args.accelerator, devices_value(args.devices), precision=args.precision)
     logdir = out / "lightning_logs"
     session = prepare(
-        model_kwargs, data_kwargs, seed=seed, max_epochs=args.max_epochs, patience=args.patience,
-        logdir=logdir, name=experiment, version=seed, hardware=hardware,
-        progress=not args.no_progress,
+        settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
+        progress=not args.no_progress, fused_rnn=not args.plain_rnn,
     )  # fmt: skip
     last = logdir / experiment / f"version_{seed}" / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
@@ -104,7 +100,7 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
         "framework": "imdb-torch",
         "experiment": experiment,
         "seed": seed,
-        "settings": {**session.model.hparams, **data_kwargs, "patience": args.patience},
+        "settings": settings.flat(),
         "parameters": sum(p.numel() for p in session.model.parameters()),
         "keras_parameters": session.model.keras_parameter_count(),
         "epochs_run": len(history),

@@ -11,12 +11,17 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from ..checkpoint import datamodule_settings, model_from_checkpoint, read_checkpoint, vocabulary
-from ..datamodule import IMDBDataModule
+from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..runs import TEST_FILE, run_dir_of
-from ..training import Hardware, evaluate
+from ..reporting.runs import TEST_FILE, run_dir_of
+from ..training.checkpoint import (
+    datamodule_settings,
+    model_from_checkpoint,
+    read_checkpoint,
+    vocabulary,
+)
+from ..training.trainer import Hardware, evaluate
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -57,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     checkpoint = read_checkpoint(args.ckpt)
-    model = model_from_checkpoint(checkpoint)
-    model.fused_rnn = not args.plain_rnn
+    model = model_from_checkpoint(checkpoint, fused_rnn=not args.plain_rnn)
     quiet_lightning()
 
     settings = datamodule_settings(checkpoint)

@@ -9,15 +9,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..callbacks import MAX_EPOCHS_KEY
-from ..checkpoint import read_checkpoint
+from ..config import (
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    Settings,
+    experiment_name,
+    resolve,
+)
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..model import ARCHS, INITS, POOLINGS, SentimentRNN
-from ..optim import OPTIMIZERS
-from ..plots import plot_losses
-from ..presets import DEFAULTS, MODEL_KEYS, PRESETS, experiment_name, resolve_settings
-from ..training import Hardware, prepare
+from ..reporting.plots import plot_losses
+from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
+from ..training.module import SentimentClassifier
+from ..training.trainer import Hardware, prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
@@ -26,6 +33,7 @@ from .common import (
     quiet_lightning,
     run,
 )
+from .flags import add_setting_flags, given_settings
 
 PROG = "train.py"
 
@@ -46,6 +54,10 @@ examples:
   python scripts/test.py --ckpt best.ckpt
 """
 
+# What a resumed run may change: where the data is, how fast it is read, how long to train.
+# Any other setting given on --resume must match the checkpoint's.
+CHANGEABLE_ON_RESUME = ("data", "cache_dir", "eval_batch_size", "num_workers", "max_epochs")
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
@@ -59,154 +71,16 @@ def build_parser() -> ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    model = parser.add_argument_group("model (defaults: the preset's, else LSTM(8))")
+    model = parser.add_argument_group("model (defaults: the preset's, else the lesson's LSTM(8))")
     model.add_argument("--preset", choices=PRESETS, help="a named configuration (see below)")
-    model.add_argument("--arch", choices=ARCHS, help="recurrent layer type (default lstm)")
-    model.add_argument("--num-layers", type=positive_int, help="stacked recurrent layers (1)")
-    model.add_argument("--hidden-size", type=positive_int, help="units per layer (8)")
-    model.add_argument("--embedding-dim", type=positive_int, help="embedding width (16)")
-    model.add_argument(
-        "--dropout",
-        type=float,
-        help="Keras-style input dropout on every recurrent layer, in [0, 1) (0)",
-    )
-    model.add_argument(
-        "--word-dropout",
-        type=float,
-        help="drop each vocabulary word from a training batch with this probability, its "
-        "embedding zeroed wherever it occurs, in [0, 1) (0; Keras has no such layer)",
-    )
-    model.add_argument(
-        "--bidirectional",
-        action=argparse.BooleanOptionalAction,
-        help="read each review in both directions (off)",
-    )
-    model.add_argument(
-        "--packed",
-        action=argparse.BooleanOptionalAction,
-        help="run the recurrent layers on packed sequences, skipping padding (off; Keras "
-        "runs over the padding)",
-    )
-    model.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        help="what the classifier reads: last = the final hidden state, as Keras's "
-        "return_sequences=False (default); max / mean-max = the top layer's outputs pooled "
-        "over the review's tokens (padding left out)",
-    )
-    model.add_argument(
-        "--dense-embedding-updates",
-        action="store_true",
-        help="RMSprop updates the embedding from its dense gradient (Keras 2's rule); "
-        "default: per word occurrence, as Keras 3 does",
-    )
-    model.add_argument(
-        "--init",
-        choices=INITS,
-        default="keras",
-        help="keras: Keras's initialisers (default); torch: PyTorch's",
-    )
-
+    add_setting_flags(model, ModelConfig, skip=("num_words",))
+    add_setting_flags(parser.add_argument_group("optimisation"), OptimConfig)
     data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        default=None,
-        help="imdb.npz, aclImdb_v1.tar.gz, an aclImdb/ directory, or 'tfds' (tensorflow-"
-        "datasets' imdb_reviews, with the tfds extra); default: $IMDB_TORCH_DATA, else "
-        "Keras's imdb.npz (downloaded once, verified)",
-    )
-    data.add_argument(
-        "--num-words",
-        type=positive_int,
-        help="vocabulary size; rarer words become the out-of-vocabulary index 2 (default 500)",
-    )
-    data.add_argument("--maxlen", type=positive_int, help="tokens kept per review (default 100)")
-    data.add_argument(
-        "--padding",
-        choices=("pre", "post"),
-        default="pre",
-        help="where padding goes (Keras default: pre)",
-    )
-    data.add_argument(
-        "--truncating",
-        choices=("pre", "post"),
-        default="pre",
-        help="pre keeps the last maxlen tokens (Keras default), post the first",
-    )
-    data.add_argument(
-        "--val-size",
-        type=float,
-        default=0.2,
-        help="validation share of the 25,000 training reviews (default 0.2)",
-    )
-    data.add_argument(
-        "--split-seed", type=int, default=42, help="train_test_split random_state (default 42)"
-    )
-    data.add_argument(
-        "--cache-dir",
-        default=None,
-        help="downloads and encoded data (default $IMDB_TORCH_CACHE or ~/.cache/imdb-torch)",
-    )
-    data.add_argument(
-        "--num-workers",
-        type=int,
-        default=0,
-        help="DataLoader worker processes (default 0: data is in memory)",
-    )
+    add_setting_flags(data, ModelConfig, only=("num_words",))
+    add_setting_flags(data, DataConfig)
+    add_setting_flags(parser.add_argument_group("training"), RunConfig)
 
-    fit = parser.add_argument_group("training")
-    fit.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        help="rmsprop: Keras's formula, rho 0.9, eps 1e-7 (default); adam",
-    )
-    fit.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="learning rate (default 1e-4 for rmsprop, 1e-3 for adam)",
-    )
-    fit.add_argument(
-        "--lr-decay",
-        type=float,
-        metavar="FACTOR",
-        help="multiply the learning rate by FACTOR, in (0, 1), after each epoch that does not "
-        "lower the validation loss (Keras's ReduceLROnPlateau, patience 0; default: constant)",
-    )
-    fit.add_argument("--batch-size", type=positive_int, help="(default 64)")
-    fit.add_argument(
-        "--grad-clip",
-        type=float,
-        help="clip the gradient norm to this value (default: no clipping)",
-    )
-    fit.add_argument(
-        "--ema",
-        type=float,
-        metavar="DECAY",
-        help="validate, checkpoint and save an exponential moving average of the weights, "
-        "updated after every step with this decay, e.g. 0.995 (default: off, as Keras)",
-    )
-    fit.add_argument(
-        "--eval-batch-size",
-        type=positive_int,
-        default=512,
-        help="validation/test batch size; changes speed, not results (default 512)",
-    )
-    fit.add_argument(
-        "--max-epochs",
-        type=positive_int,
-        help="stop after this many epochs at most (default 100; strong: 7); on --resume, "
-        "the run's own limit unless given",
-    )
-    fit.add_argument(
-        "--patience",
-        type=positive_int,
-        help="epochs without a lower validation loss before stopping (default 3)",
-    )
-    fit.add_argument("--seed", type=int, default=42, help="seed for weights and shuffling (42)")
-
-    add_hardware_flags(parser)
-    hardware = parser._action_groups[-1]
+    hardware = add_hardware_flags(parser)
     hardware.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs")
     hardware.add_argument("--num-nodes", type=positive_int, default=1, help="machines (1)")
 
@@ -218,9 +92,7 @@ def build_parser() -> ArgumentParser:
     )
     out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
     out.add_argument(
-        "--save",
-        default="best.ckpt",
-        help="where the best model is copied at the end (default best.ckpt)",
+        "--save", default="best.ckpt", help="where the best model is copied at the end"
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument(
@@ -230,7 +102,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         metavar="LAST_CKPT",
         help="continue an interrupted run from its last.ckpt: the newest run of this "
-        "experiment, or the checkpoint given; model and data settings come from it",
+        "experiment, or the checkpoint given; its settings come from the checkpoint",
     )
     return parser
 
@@ -239,23 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(_main, argv, PROG)
 
 
-# Settings a resumed run takes from its checkpoint; giving another value is an error.
-MODEL_FLAGS = (*MODEL_KEYS, "init")
-DATA_FLAGS = (
-    "num_words",
-    "maxlen",
-    "padding",
-    "truncating",
-    "val_size",
-    "split_seed",
-    "batch_size",
-)
-# Where the data is and how fast it is read may change between a run and its resume.
-DATA_LOCATION_FLAGS = ("data", "cache_dir", "eval_batch_size", "num_workers")
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    given = given_settings(args)
     save_path = Path(args.save).expanduser()
     if not save_path.parent.is_dir():
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
@@ -263,43 +121,25 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(f"cannot save to {save_path}: it is a directory")
     quiet_lightning()
 
-    settings = _settings(args)
     if args.resume:
-        resume_path, run_dir = _resume_target(args, settings)
-        checkpoint_data = read_checkpoint(resume_path)
-        model_kwargs, data_kwargs = _settings_from_checkpoint(
-            checkpoint_data, args, _explicit_flags(argv)
-        )
+        resume_path, run_dir = _resume_target(args, given)
+        checkpoint = read_checkpoint(resume_path)
+        settings = _resumed_settings(checkpoint, given)
         name, version, logdir = run_dir.parent.name, _version_number(run_dir), run_dir.parent.parent
-        if args.max_epochs is None:
-            settings["max_epochs"] = checkpoint_data.get(MAX_EPOCHS_KEY, settings["max_epochs"])
-        print(f"resuming {run_dir} from epoch {checkpoint_data['epoch'] + 1}")
+        print(f"resuming {run_dir} from epoch {checkpoint['epoch'] + 1}")
     else:
         resume_path = None
-        model_kwargs, data_kwargs = _settings_from_flags(args, settings)
-        name = args.name or experiment_name(settings)
+        settings = resolve(args.preset, given)
+        name = args.name or experiment_name(settings.model)
         logdir = Path(args.logdir).resolve()
         version = _claim_version(logdir / name)
-    model_kwargs["fused_rnn"] = not args.plain_rnn
+    hardware = Hardware(
+        args.accelerator, devices_value(args.devices), args.strategy, args.num_nodes, args.precision
+    )  # fmt: skip
     run = prepare(
-        model_kwargs,
-        data_kwargs,
-        seed=args.seed,
-        max_epochs=settings["max_epochs"],
-        # A resumed run continues with the patience it was started with (EarlyStopping's state).
-        patience=settings["patience"],
-        logdir=logdir,
-        name=name,
-        version=version,
-        hardware=Hardware(
-            args.accelerator,
-            devices_value(args.devices),
-            args.strategy,
-            args.num_nodes,
-            args.precision,
-        ),  # fmt: skip
-        progress=not args.no_progress,
-    )
+        settings, logdir=logdir, name=name, version=version, hardware=hardware,
+        progress=not args.no_progress, fused_rnn=not args.plain_rnn,
+    )  # fmt: skip
     if run.trainer.is_global_zero:
         print(f"experiment {name}: {_parameter_line(run.model)}")
     try:
@@ -315,58 +155,26 @@ def _main(argv: Sequence[str] | None) -> int:
     return _finish(run, save_path, name)
 
 
-def _explain_interrupt(last_model_path: str) -> None:
-    last = Path(last_model_path) if last_model_path else None
-    if last is not None and last.is_file():
-        print(
-            f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
-            f"resume with: python scripts/train.py --resume {last}",
-            file=sys.stderr,
+def _resumed_settings(checkpoint: dict, given: dict) -> Settings:
+    """The checkpoint's settings; flags given may change only ``CHANGEABLE_ON_RESUME``."""
+    if is_version_0_1(checkpoint):
+        raise UserError(
+            "this checkpoint was written by imdb-torch 0.1, whose training state this version "
+            "cannot continue; test.py and predict.py still read it"
         )
-    else:
-        print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
-
-
-def _settings_from_flags(args, settings: dict) -> tuple[dict, dict]:
-    model_kwargs = {key: settings[key] for key in MODEL_KEYS}
-    model_kwargs.update(init=args.init, sparse_embedding_updates=not args.dense_embedding_updates)
-    data_kwargs = {key: getattr(args, key) for key in DATA_FLAGS + DATA_LOCATION_FLAGS}
-    data_kwargs.update(num_words=settings["num_words"], maxlen=settings["maxlen"],
-                       batch_size=settings["batch_size"])  # fmt: skip
-    return model_kwargs, data_kwargs
-
-
-def _settings(args) -> dict:
-    """The lesson's defaults, then the preset's, then the flags given."""
-    return resolve_settings(args.preset, {key: getattr(args, key) for key in DEFAULTS})
-
-
-def _explicit_flags(argv: Sequence[str] | None) -> set[str]:
-    """Destinations the user set on the command line (a parse where every default is None)."""
-    parser = build_parser()
-    parser.set_defaults(**{action.dest: None for action in parser._actions})
-    given = parser.parse_args(argv)
-    return {dest for dest, value in vars(given).items() if value not in (None, False)}
-
-
-def _settings_from_checkpoint(checkpoint: dict, args, explicit: set[str]) -> tuple[dict, dict]:
-    model_kwargs = dict(checkpoint["hyper_parameters"])
-    data_kwargs = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    # --preset and --name only pick which experiment's newest run is continued.
-    for key in set(MODEL_FLAGS + DATA_FLAGS) & explicit:
-        trained = model_kwargs.get(key, data_kwargs.get(key))
-        if getattr(args, key) != trained:
-            flag = "--" + key.replace("_", "-")
+    trained = settings_from_checkpoint(checkpoint)
+    trained_values = trained.flat()
+    for key, value in given.items():
+        if key not in CHANGEABLE_ON_RESUME and value != trained_values[key]:
             raise UserError(
-                f"{flag} {getattr(args, key)} does not fit the checkpoint being resumed "
-                f"(trained with {key}={trained}); resume without it"
+                f"--{key.replace('_', '-')} {value} does not fit the checkpoint being resumed "
+                f"(trained with {key}={trained_values[key]}); resume without it"
             )
-    for key in set(DATA_LOCATION_FLAGS) & explicit:
-        data_kwargs[key] = getattr(args, key)
-    return model_kwargs, data_kwargs
+    changes = {key: value for key, value in given.items() if key in CHANGEABLE_ON_RESUME}
+    return Settings.from_flat(changes, base=trained).check()
 
 
-def _resume_target(args, settings: dict) -> tuple[Path, Path]:
+def _resume_target(args, given: dict) -> tuple[Path, Path]:
     """The checkpoint to resume and its run directory (``LOGDIR/NAME/version_N``)."""
     if args.resume != "latest":
         path = Path(args.resume).expanduser()
@@ -378,7 +186,8 @@ def _resume_target(args, settings: dict) -> tuple[Path, Path]:
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
         return path, run_dir
-    base = Path(args.logdir) / (args.name or experiment_name(settings))
+    # --preset and the model flags only pick which experiment's newest run is continued.
+    base = Path(args.logdir) / (args.name or experiment_name(resolve(args.preset, given).model))
     runs = sorted(
         (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
         key=_version_number,
@@ -386,6 +195,18 @@ def _resume_target(args, settings: dict) -> tuple[Path, Path]:
     if not runs:
         raise UserError(f"nothing to resume in {base}: no version_N/checkpoints/last.ckpt")
     return runs[-1] / "checkpoints" / "last.ckpt", runs[-1]
+
+
+def _explain_interrupt(last_model_path: str) -> None:
+    last = Path(last_model_path) if last_model_path else None
+    if last is not None and last.is_file():
+        print(
+            f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
+            f"resume with: python scripts/train.py --resume {last}",
+            file=sys.stderr,
+        )
+    else:
+        print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
 
 
 def _version_number(run_dir: Path) -> int:
@@ -414,7 +235,7 @@ def _claim_version(experiment_dir: Path) -> int | None:
             version += 1
 
 
-def _parameter_line(model: SentimentRNN) -> str:
+def _parameter_line(model: SentimentClassifier) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     line = f"{trainable:,} trainable parameters (the same model in Keras: "

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .fileio import atomic_path, file_digest
+from ..errors import UserError
+from ..fileio import atomic_path, default_cache_dir, file_digest
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
@@ -41,14 +41,6 @@ OFFLINE_HINT = (
     "point at local data with --data PATH (or the IMDB_TORCH_DATA environment variable): "
     "Keras's imdb.npz, aclImdb_v1.tar.gz, or an extracted aclImdb/ directory"
 )
-
-
-def default_cache_dir() -> Path:
-    """``$IMDB_TORCH_CACHE``, else ``$XDG_CACHE_HOME/imdb-torch``, else ``~/.cache/imdb-torch``."""
-    if os.environ.get("IMDB_TORCH_CACHE"):
-        return Path(os.environ["IMDB_TORCH_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "imdb-torch"
 
 
 def keras_datasets_dir() -> Path:

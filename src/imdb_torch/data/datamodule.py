@@ -12,6 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from .corpus import (
     KERAS_NPZ,
     NAMED_SOURCES,
@@ -21,7 +22,6 @@ from .corpus import (
     prepare_corpus,
     resolve_source,
 )
-from .errors import UserError
 from .sequences import PADDING_SIDES, cap_vocabulary, pad_sequences
 from .text import INDEX_FROM
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import IMDB_NPZ, IMDB_WORD_INDEX, OFFLINE_HINT, default_cache_dir, fetch
-from .errors import UserError
-from .fileio import atomic_path, file_digest, tree_fingerprint
+from ..errors import UserError
+from ..fileio import atomic_path, default_cache_dir, file_digest, tree_fingerprint
+from .download import IMDB_NPZ, IMDB_WORD_INDEX, OFFLINE_HINT, fetch
 from .imdb_archive import read_reviews
 from .keras_npz import load_keras_imdb
 from .sequences import RaggedSequences

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .imdb_archive import Review
 
 INSTALL_HINT = (

@@ -1,8 +1,9 @@
-"""One training run as the lesson defines it, shared by train.py and reproduce.py."""
+"""Keras's ``model.fit``: a Lightning ``Trainer`` with the lesson's callbacks, for train.py
+and reproduce.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -10,11 +11,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import EpochHistory, EpochLimit, RandomState
+from ..config import Settings
+from ..data.datamodule import IMDBDataModule
+from ..errors import UserError
+from .callbacks import EpochHistory, RandomState, RunSettings
 from .checkpoint import AtomicCheckpointIO
-from .datamodule import IMDBDataModule
-from .errors import UserError
-from .model import SentimentRNN
+from .module import SentimentClassifier
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Hardware:
 @dataclass
 class Run:
     trainer: L.Trainer
-    model: SentimentRNN
+    model: SentimentClassifier
     datamodule: IMDBDataModule
     checkpoint: ModelCheckpoint
     history: EpochHistory
@@ -54,27 +56,35 @@ class Run:
 
 
 def prepare(
-    model_kwargs: dict,
-    data_kwargs: dict,
+    settings: Settings,
     *,
-    seed: int,
-    max_epochs: int,
-    patience: int,
     logdir: Path,
     name: str,
     version: int | None,
     hardware: Hardware | None = None,
     progress: bool = True,
+    fused_rnn: bool = True,
+    datamodule: IMDBDataModule | None = None,
 ) -> Run:
     """Seed, then build the data module, the model and a Trainer with the lesson's callbacks.
 
     ``ModelCheckpoint`` keeps the best epoch by validation loss and the last one, both saved
-    atomically; ``EarlyStopping`` stops after ``patience`` epochs without improvement.
+    atomically; ``EarlyStopping`` stops after ``settings.run.patience`` epochs without
+    improvement. ``datamodule`` replaces the one built from ``settings.data`` (a resumed run
+    keeps its own data settings).
     """
     hardware = hardware or Hardware()
-    L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = IMDBDataModule(**data_kwargs)
-    model = SentimentRNN(**model_kwargs)
+    scaled_float16 = hardware.precision in ("16-mixed", "16", 16)
+    if scaled_float16 and settings.optim.per_occurrence_embedding_updates:
+        # The gradient scaler's factor would be squared into them (keras_compat.py).
+        raise UserError(
+            "--precision 16-mixed does not work with RMSprop's per-occurrence embedding updates; "
+            "use bf16-mixed or 32-true, or --dense-embedding-updates"
+        )
+    L.seed_everything(settings.run.seed, workers=True, verbose=False)
+    if datamodule is None:
+        datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+    model = SentimentClassifier(settings.model, settings.optim, fused_rnn=fused_rnn)
     history = EpochHistory()
     checkpoint = ModelCheckpoint(
         monitor="val_loss",
@@ -87,7 +97,7 @@ def prepare(
         save_on_train_epoch_end=True,
     )
     trainer = L.Trainer(
-        max_epochs=max_epochs,
+        max_epochs=settings.run.max_epochs,
         accelerator=hardware.accelerator,
         devices=hardware.devices,
         strategy=hardware.strategy,
@@ -97,9 +107,9 @@ def prepare(
         callbacks=[
             history,
             RandomState(),
-            EpochLimit(),
+            RunSettings(settings.run),
             checkpoint,
-            EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+            EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
@@ -109,7 +119,10 @@ def prepare(
 
 
 def evaluate(
-    model: SentimentRNN, datamodule: IMDBDataModule, hardware: Hardware, progress: bool = True
+    model: SentimentClassifier,
+    datamodule: IMDBDataModule,
+    hardware: Hardware,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Test loss and accuracy on the test set, on one device (the model keeps the predictions)."""
     trainer = L.Trainer(

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .callbacks import HISTORY_FILE
-from .checkpoint import read_checkpoint
-from .errors import UserError
+from ..errors import UserError
+from ..training.callbacks import HISTORY_FILE
+from ..training.checkpoint import read_checkpoint
 
 TEST_FILE = "test.json"
 

@@ -1,15 +1,16 @@
-"""A fused CPU path for single-layer ``nn.LSTM`` / ``nn.GRU``, with the modules' own weights.
+"""The fast CPU path: ``FusedLSTM`` / ``FusedGRU``, drop-in twins of ``nn.LSTM`` / ``nn.GRU``.
 
-``run_fused(rnn, x)`` returns what ``rnn(x)`` returns, computed by the small C++ kernel in
-``csrc/recurrence.cpp``: the input projection is one matrix product, the recurrence one call
-per direction instead of several tensor operations per time step. The module keeps holding the
-parameters, so state dicts are the same whichever path runs; ``tests/test_fused_rnn.py`` holds
-the outputs and gradients of both paths to 1e-5 of each other.
+``use_fused_kernel(net)`` swaps each recurrent layer of a network for its twin: the same
+parameters under the same names (state dicts and checkpoints do not change), the same
+outputs and gradients to 1e-5 (``tests/test_fused_rnn.py``), several times faster on the CPU.
+The twin's forward runs the small C++ kernel in ``csrc/recurrence.cpp`` where it covers the
+call: the input projection is one matrix product, the recurrence one call per direction
+instead of several tensor operations per time step. Anything else (CUDA, other dtypes,
+packed sequences, an initial state, autocast) runs ``nn.LSTM`` / ``nn.GRU``'s own forward.
 
 The kernel is compiled once per machine with the system's C++ compiler (about a second) into
-``$IMDB_TORCH_KERNELS``, else the cache directory's ``kernels/``. Without a compiler, or for
-what the kernel does not cover (CUDA, other dtypes, packed sequences, several layers in one
-module), callers use the module itself.
+``$IMDB_TORCH_KERNELS``, else the cache directory's ``kernels/``. Without a compiler a warning
+says so once and the modules' own code runs.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .download import default_cache_dir
-from .fileio import atomic_path
+from ..fileio import atomic_path, default_cache_dir
 
 SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
 _FLAG_SETS = (
@@ -255,10 +255,10 @@ class _GRURecurrence(torch.autograd.Function):
 MAX_FUSED_GATES = 96
 
 
-def fused_supports(rnn: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the kernel runs ``rnn`` on inputs of this device and dtype: a one-layer
-    batch-first LSTM/GRU with biases, no projection and at most ``MAX_FUSED_GATES`` gate rows,
-    float32 on the CPU, outside CPU autocast."""
+def fused_supports(rnn: nn.Module) -> bool:
+    """Whether the kernel can run ``rnn`` and is the faster for it: a one-layer batch-first
+    LSTM/GRU with biases, no projection, float32 weights and at most ``MAX_FUSED_GATES`` gate
+    rows."""
     return (
         isinstance(rnn, (nn.LSTM, nn.GRU))
         and rnn.hidden_size * (4 if isinstance(rnn, nn.LSTM) else 3) <= MAX_FUSED_GATES
@@ -267,19 +267,20 @@ def fused_supports(rnn: nn.Module, device: torch.device, dtype: torch.dtype) -> 
         and rnn.bias
         and getattr(rnn, "proj_size", 0) == 0
         and rnn.weight_hh_l0.dtype == torch.float32
-        and torch.device(device).type == "cpu"
-        and dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
     )
 
 
 def fused_covers(rnn: nn.Module, x) -> bool:
-    """Whether ``run_fused(rnn, x)`` computes ``rnn(x)`` (a packed sequence, for one, not)."""
+    """Whether ``run_fused(rnn, x)`` computes ``rnn(x)``: a supported module, and ``x`` a
+    non-empty float32 CPU tensor (a packed sequence, for one, is not), outside CPU autocast."""
     return (
-        isinstance(x, torch.Tensor)
+        fused_supports(rnn)
+        and isinstance(x, torch.Tensor)
         and x.dim() == 3
         and x.shape[1] > 0
-        and fused_supports(rnn, x.device, x.dtype)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
     )
 
 
@@ -315,3 +316,50 @@ def run_fused(rnn: nn.LSTM | nn.GRU, x: torch.Tensor):
     ``(output, h_n)``, the output batch-first too."""
     output, state = run_fused_feature_major(rnn, x.permute(2, 1, 0))
     return output.permute(2, 1, 0), state
+
+
+class _FusedForward:
+    """The twins' forward: the kernel where it covers the call, else the module's own."""
+
+    def forward(self, input, hx=None):
+        if hx is None and fused_covers(self, input) and kernel_available():
+            return run_fused(self, input)
+        return super().forward(input, hx)
+
+
+class FusedLSTM(_FusedForward, nn.LSTM):
+    """``nn.LSTM`` whose CPU forward and backward run the fused kernel."""
+
+
+class FusedGRU(_FusedForward, nn.GRU):
+    """``nn.GRU`` whose CPU forward and backward run the fused kernel."""
+
+
+FUSED_TWINS = {nn.LSTM: FusedLSTM, nn.GRU: FusedGRU}
+
+
+def use_fused_kernel(net: nn.Module) -> nn.Module:
+    """Swap every layer of ``net.rnns`` that the kernel runs faster for its fused twin.
+
+    The twin gets the layer's parameters, values and ``requires_grad`` alike, so call this
+    after initialising and before making the optimiser. Returns ``net``.
+    """
+    for i, rnn in enumerate(net.rnns):
+        twin_class = FUSED_TWINS.get(type(rnn))
+        if twin_class is None or not fused_supports(rnn):
+            continue
+        # The twin's own initialisation is overwritten at once; fork_rng gives back what it
+        # drew, so a run makes the same random draws with the kernel or without it.
+        with torch.random.fork_rng(devices=[]):
+            twin = twin_class(
+                rnn.input_size,
+                rnn.hidden_size,
+                batch_first=True,
+                bidirectional=rnn.bidirectional,
+                device=rnn.weight_hh_l0.device,
+            )
+        twin.load_state_dict(rnn.state_dict())
+        for name, param in twin.named_parameters():
+            param.requires_grad_(rnn.get_parameter(name).requires_grad)
+        net.rnns[i] = twin
+    return net

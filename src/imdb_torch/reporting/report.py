@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 EXPERIMENTS = ("lstm", "lstm-dropout", "lstm-2layer", "gru")
 FRAMEWORKS = ("keras", "imdb-torch")

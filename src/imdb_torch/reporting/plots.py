@@ -6,7 +6,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str = "") -> Path:

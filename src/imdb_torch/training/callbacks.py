@@ -1,20 +1,22 @@
-"""Callbacks Lightning lacks: Keras's history; random state and epoch limit kept on resume."""
+"""Callbacks Lightning lacks: Keras's history; random state and run settings kept on resume."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from .fileio import atomic_path
+from ..config import RunConfig
+from ..fileio import atomic_path
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 HISTORY_FILE = "history.json"
-MAX_EPOCHS_KEY = "max_epochs"
+RUN_SETTINGS_KEY = "run_settings"
 
 
 class EpochHistory(L.Callback):
@@ -82,14 +84,18 @@ class RandomState(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class EpochLimit(L.Callback):
-    """Writes the run's ``max_epochs`` into its checkpoints.
+class RunSettings(L.Callback):
+    """Writes the run's ``RunConfig`` (epoch limit, patience, seed) into its checkpoints.
 
-    A run resumed from a checkpoint alone (no preset named) then stops where the original
-    would have; Lightning saves the epoch reached, not the limit.
+    The model's and the data's settings travel as the modules' hyperparameters; these belong
+    to the Trainer, which saves the epoch reached but not its limit. A run resumed from a
+    checkpoint alone then stops where the original would have.
     """
+
+    def __init__(self, run: RunConfig):
+        self.run = run
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
-        checkpoint[MAX_EPOCHS_KEY] = trainer.max_epochs
+        checkpoint[RUN_SETTINGS_KEY] = asdict(self.run)

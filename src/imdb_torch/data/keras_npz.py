@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 from .sequences import RaggedSequences
 from .text import INDEX_FROM, START
 

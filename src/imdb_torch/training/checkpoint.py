@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from .errors import UserError
-from .fileio import atomic_path
-from .model import SentimentRNN
-
-MARK = "imdb_torch"
+from ..config import DataConfig, ModelConfig, OptimConfig, RunConfig, Settings
+from ..errors import UserError
+from ..fileio import atomic_path
+from .callbacks import RUN_SETTINGS_KEY
+from .module import CHECKPOINT_MARK, SentimentClassifier
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -40,20 +40,56 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a readable checkpoint (corrupt or truncated?)") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path} is not a readable checkpoint (corrupt or truncated?)") from exc
-    needed = (MARK, "state_dict", "hyper_parameters")
+    needed = (CHECKPOINT_MARK, "state_dict", "hyper_parameters")
     if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in needed):
         raise UserError(f"{path} is a PyTorch file but not an imdb-torch checkpoint")
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> SentimentRNN:
-    """A ``SentimentRNN`` with the checkpoint's settings and weights, in eval mode."""
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], fused_rnn: bool = True
+) -> SentimentClassifier:
+    """A ``SentimentClassifier`` with the checkpoint's settings and weights, in eval mode."""
+    hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+    if "model" not in hparams:  # written by 0.1, whose module held the layers itself
+        hparams, state = _from_version_0_1(hparams, state)
     try:
-        model = SentimentRNN(**checkpoint["hyper_parameters"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, RuntimeError) as exc:
+        model = SentimentClassifier(hparams["model"], hparams["optim"], fused_rnn=fused_rnn)
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, KeyError) as exc:
         raise UserError(f"the checkpoint's model does not fit its settings ({exc})") from exc
     return model.eval()
+
+
+def is_version_0_1(checkpoint: dict[str, Any]) -> bool:
+    return "model" not in checkpoint["hyper_parameters"]
+
+
+def _from_version_0_1(hparams: dict, state: dict) -> tuple[dict, dict]:
+    """0.1's flat settings and ``embedding.weight``-style keys in today's form."""
+    model_keys = {"arch", "num_words", "embedding_dim", "hidden_size", "num_layers", "dropout",
+                  "word_dropout", "bidirectional", "packed", "pooling"}  # fmt: skip
+    model = {key: value for key, value in hparams.items() if key in model_keys}
+    optim = {key: hparams[key] for key in ("optimizer", "lr", "lr_decay", "grad_clip", "ema",
+                                           "init") if key in hparams}  # fmt: skip
+    optim["dense_embedding_updates"] = not hparams.get("sparse_embedding_updates", True)
+    return {"model": model, "optim": optim}, {f"net.{key}": value for key, value in state.items()}
+
+
+def settings_from_checkpoint(checkpoint: dict[str, Any]) -> Settings:
+    """The settings a checkpoint was trained with (a checkpoint of this version)."""
+    hparams = checkpoint["hyper_parameters"]
+    data = {key: value for key, value in datamodule_settings(checkpoint).items()
+            if key in DataConfig.__dataclass_fields__}  # fmt: skip
+    try:
+        return Settings(
+            ModelConfig(**hparams["model"]),
+            OptimConfig(**hparams["optim"]),
+            DataConfig(**data),
+            RunConfig(**checkpoint.get(RUN_SETTINGS_KEY, {})),
+        ).check()
+    except TypeError as exc:
+        raise UserError(f"the checkpoint's settings are not this version's ({exc})") from exc
 
 
 def datamodule_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:

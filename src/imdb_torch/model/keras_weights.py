@@ -1,4 +1,4 @@
-"""Moving weights between a Keras model of the lesson and ``SentimentRNN``.
+"""Moving weights between a Keras model of the lesson and ``SentimentNet``.
 
 Keras stores an RNN layer's kernels as ``(inputs, gates·units)``, PyTorch as the transpose.
 LSTM gates are in the same order in both (input, forget, cell, output); GRU gates are not:
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import SentimentRNN
+from .network import SentimentNet
 
 
 def _gru_to_torch_order(matrix: np.ndarray) -> np.ndarray:
@@ -23,16 +23,16 @@ def _gru_to_keras_order(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([z, r, h], axis=-1)
 
 
-def load_keras_weights(model: SentimentRNN, weights: list[np.ndarray]) -> None:
+def load_keras_weights(model: SentimentNet, weights: list[np.ndarray]) -> None:
     """Set ``model``'s parameters from Keras's ``model.get_weights()`` (unidirectional models).
 
     Order: embedding; per recurrent layer kernel, recurrent kernel, bias; dense kernel, bias.
     Keras's single LSTM bias goes to ``bias_ih`` (``bias_hh`` is zero); a GRU's two bias rows
     (``reset_after=True``) go to ``bias_ih`` and ``bias_hh``.
     """
-    if model.hparams.bidirectional:
+    if model.config.bidirectional:
         raise ValueError("bidirectional models are not supported")
-    if model.hparams.get("pooling", "last") != "last":
+    if model.config.pooling != "last":
         raise ValueError(
             "only models reading the final hidden state (pooling 'last') are supported"
         )
@@ -40,7 +40,7 @@ def load_keras_weights(model: SentimentRNN, weights: list[np.ndarray]) -> None:
     expected = 1 + 3 * len(model.rnns) + 2
     if len(arrays) != expected:
         raise ValueError(f"expected {expected} weight arrays, got {len(arrays)}")
-    gru = model.hparams.arch == "gru"
+    gru = model.config.arch == "gru"
     reorder = _gru_to_torch_order if gru else (lambda matrix: matrix)
     with torch.no_grad():
         model.embedding.weight.copy_(torch.from_numpy(arrays[0]))
@@ -58,9 +58,9 @@ def load_keras_weights(model: SentimentRNN, weights: list[np.ndarray]) -> None:
         model.head.bias.copy_(torch.from_numpy(arrays[-1]))
 
 
-def keras_weights(model: SentimentRNN) -> list[np.ndarray]:
+def keras_weights(model: SentimentNet) -> list[np.ndarray]:
     """The inverse of ``load_keras_weights``: arrays in Keras's ``get_weights()`` layout."""
-    gru = model.hparams.arch == "gru"
+    gru = model.config.arch == "gru"
     reorder = _gru_to_keras_order if gru else (lambda matrix: matrix)
     out = [model.embedding.weight.detach().numpy().copy()]
     for rnn in model.rnns:

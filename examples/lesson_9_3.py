@@ -1,0 +1,127 @@
+"""Chapter 9-3 of 혼자 공부하는 머신러닝+딥러닝 (first edition), step by step, in PyTorch Lightning.
+
+LSTM and GRU sentiment classifiers on IMDB, in the lesson's order: load, split, pad, four
+models trained with RMSprop, checkpoint and early stopping, a loss plot each, and the best
+two-layer model on the test set. Each step names the Keras line it replaces.
+
+    python examples/lesson_9_3.py                             # Keras's imdb.npz, downloaded
+    python examples/lesson_9_3.py --data aclImdb_v1.tar.gz    # or the review archive
+
+``scripts/train.py`` runs the same experiments with resuming, TensorBoard and more
+(``--preset lstm``, ``lstm-dropout``, ``lstm-2layer``, ``gru``).
+"""
+
+import argparse
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # files, not windows
+import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from imdb_torch.config import ModelConfig, OptimConfig  # noqa: E402
+from imdb_torch.data.corpus import load_corpus, resolve_source  # noqa: E402
+from imdb_torch.data.datamodule import PaddedReviews, keep_batch  # noqa: E402
+from imdb_torch.data.sequences import RaggedSequences, cap_vocabulary, pad_sequences  # noqa: E402
+from imdb_torch.training.callbacks import EpochHistory  # noqa: E402
+from imdb_torch.training.module import SentimentClassifier  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--data", help="imdb.npz or aclImdb_v1.tar.gz (default: Keras's imdb.npz)")
+parser.add_argument("--epochs", type=int, default=100, help="at most (default 100)")
+parser.add_argument("--out", default="lesson_9_3", help="where checkpoints and plots go")
+args = parser.parse_args()
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+L.seed_everything(42)
+
+# (train_input, train_target), (test_input, test_target) = imdb.load_data(num_words=500)
+corpus = load_corpus(resolve_source(args.data))  # reviews as word indices, 1 = start
+train_input = [corpus.train[i] for i in range(len(corpus.train))]
+train_target, test_input, test_target = corpus.train_labels, corpus.test, corpus.test_labels
+
+# train_input, val_input, train_target, val_target = train_test_split(
+#     train_input, train_target, test_size=0.2, random_state=42)
+train_input, val_input, train_target, val_target = train_test_split(
+    train_input, train_target, test_size=0.2, random_state=42
+)
+
+
+# train_seq = pad_sequences(train_input, maxlen=100): pre-padding, keep the last 100 words;
+# cap_vocabulary is load_data(num_words=500)'s rule: every rarer word becomes 2.
+def pad(reviews: RaggedSequences | list):
+    if isinstance(reviews, list):
+        reviews = RaggedSequences.from_lists(reviews)
+    return cap_vocabulary(pad_sequences(reviews, maxlen=100), num_words=500)
+
+
+train_seq, val_seq, test_seq = pad(train_input), pad(val_input), pad(test_input)
+
+
+# model.fit(train_seq, train_target, batch_size=64, validation_data=(val_seq, val_target))
+def loader(seq, target, shuffle=False) -> DataLoader:
+    reviews = PaddedReviews(seq, target)  # hands out whole batches, so no collating is needed
+    return DataLoader(reviews, batch_size=64, shuffle=shuffle, collate_fn=keep_batch)
+
+
+def train(name: str, model_config: ModelConfig) -> str:
+    """One experiment: returns the path of its best checkpoint."""
+    # model = keras.Sequential([Embedding(500, 16), LSTM(8), Dense(1, activation='sigmoid')])
+    # rmsprop = keras.optimizers.RMSprop(learning_rate=1e-4)
+    # model.compile(optimizer=rmsprop, loss='binary_crossentropy', metrics=['accuracy'])
+    model = SentimentClassifier(model_config, OptimConfig(optimizer="rmsprop", lr=1e-4))
+    print(f"\n{name}: {model.net}")  # model.summary()
+
+    # checkpoint_cb = keras.callbacks.ModelCheckpoint('best-lstm-model.keras',
+    #                                                 save_best_only=True)
+    # early_stopping_cb = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
+    checkpoint_cb = ModelCheckpoint(out, f"best-{name}-model", monitor="val_loss", save_top_k=1)
+    early_stopping_cb = EarlyStopping(monitor="val_loss", patience=3)
+    history = EpochHistory()  # Keras's History: one row of metrics per epoch
+
+    # history = model.fit(..., epochs=100, callbacks=[checkpoint_cb, early_stopping_cb])
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        callbacks=[history, checkpoint_cb, early_stopping_cb],
+        logger=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, loader(train_seq, train_target, shuffle=True), loader(val_seq, val_target))
+    best = min(history.epochs, key=lambda row: row["val_loss"])
+    print(f"{name}: best epoch {best['epoch']}, val_loss {best['val_loss']:.4f}, "
+          f"val_acc {best['val_acc']:.4f}")  # fmt: skip
+
+    # plt.plot(history.history['loss']); plt.plot(history.history['val_loss']); ...
+    plt.figure()
+    epochs = [row["epoch"] for row in history.epochs]
+    plt.plot(epochs, [row["train_loss"] for row in history.epochs])
+    plt.plot(epochs, [row["val_loss"] for row in history.epochs])
+    plt.xlabel("epoch")
+    plt.ylabel("loss")
+    plt.legend(["train", "val"])
+    plt.title(name)
+    plt.savefig(out / f"{name}-loss.png")
+    plt.close()
+    return checkpoint_cb.best_model_path
+
+
+# The four experiments of the lesson.
+train("lstm", ModelConfig(arch="lstm"))  # LSTM(8)
+train("lstm-dropout", ModelConfig(arch="lstm", dropout=0.3))  # LSTM(8, dropout=0.3)
+best_2rnn = train(  # LSTM(8, dropout=0.3, return_sequences=True), LSTM(8, dropout=0.3)
+    "2rnn", ModelConfig(arch="lstm", num_layers=2, dropout=0.3)
+)
+train("gru", ModelConfig(arch="gru"))  # GRU(8)
+
+# rnn_model = keras.models.load_model('best-2rnn-model.keras')
+# rnn_model.evaluate(test_seq, test_target)
+rnn_model = SentimentClassifier.load_from_checkpoint(best_2rnn)
+(result,) = L.Trainer(logger=False, enable_progress_bar=False).test(
+    rnn_model, loader(test_seq, test_target), verbose=False
+)
+print(f"\ntest set, best two-layer model: loss {result['test_loss']:.4f}, "
+      f"accuracy {result['test_acc']:.4f}")  # fmt: skip

@@ -1,0 +1,1 @@
+"""Reading back what training wrote: run histories, test results, plots and reports."""

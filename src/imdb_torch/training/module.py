@@ -1,0 +1,176 @@
+"""``SentimentClassifier``: the LightningModule that trains a ``SentimentNet`` as Keras would.
+
+Keras's ``model.compile(optimizer=RMSprop(1e-4), loss='binary_crossentropy',
+metrics=['accuracy'])`` is this class: the loss, the accuracy, the optimiser. ``model.fit``
+is Lightning's ``Trainer`` (``training/trainer.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAccuracy
+
+from .. import __version__
+from ..config import ModelConfig, OptimConfig
+from ..model.fused_rnn import use_fused_kernel
+from ..model.keras_compat import (
+    EmbeddingOccurrences,
+    KerasRMSprop,
+    keras_init_,
+    keras_parameter_count,
+)
+from ..model.network import SentimentNet
+
+CHECKPOINT_MARK = "imdb_torch"  # marks a checkpoint as this program's (training/checkpoint.py)
+
+
+class SentimentClassifier(L.LightningModule):
+    """Trains ``SentimentNet(model)`` with binary cross-entropy and ``optim``'s optimiser.
+
+    Args:
+        model, optim: the settings (dataclasses, or their ``asdict`` form as saved in
+            checkpoints and ``hparams.yaml``).
+        fused_rnn: on the CPU, run the recurrent layers through the fused kernel
+            (``model/fused_rnn.py``: same results to 1e-5, several times faster). Not a
+            setting of the model: it is not saved, and a trained model may run either way.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig | dict | None = None,
+        optim: OptimConfig | dict | None = None,
+        fused_rnn: bool = True,
+    ):
+        super().__init__()
+        model = ModelConfig(**(model or {})) if not isinstance(model, ModelConfig) else model
+        optim = OptimConfig(**(optim or {})) if not isinstance(optim, OptimConfig) else optim
+        model.check()
+        optim.check()
+        self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim)})
+        self.model_config, self.optim_config = model, optim
+
+        self.net = SentimentNet(model)
+        if optim.init == "keras":
+            keras_init_(self.net)
+        if fused_rnn:
+            use_fused_kernel(self.net)
+        # Keras 3's embedding update, handed to the optimiser (see keras_compat.py).
+        self.occurrences = (
+            EmbeddingOccurrences(self.net.embedding)
+            if optim.per_occurrence_embedding_updates
+            else None
+        )
+        self.loss_fn = nn.BCEWithLogitsLoss()  # binary_crossentropy on the sigmoid's output
+        # Epoch values as Keras reports them: the loss averaged with batch sizes as weights,
+        # and the accuracy over every review of the epoch.
+        self.train_loss, self.train_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
+        self.val_loss, self.val_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
+        self.test_loss, self.test_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
+        self.test_probabilities: list[torch.Tensor] = []
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step("train", self.train_loss, self.train_acc, batch, batch_idx)[0]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step("val", self.val_loss, self.val_acc, batch, batch_idx)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, logits = self._step("test", self.test_loss, self.test_acc, batch, batch_idx)
+        self.test_probabilities.append(torch.sigmoid(logits).detach().cpu())
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self.net(tokens))
+
+    def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
+        tokens, labels = batch
+        logits = self.net(tokens)
+        loss = self.loss_fn(logits, labels)
+        epoch_loss.update(loss.detach(), weight=len(labels))
+        # Probabilities, not logits: torchmetrics reads a batch whose values all lie in [0, 1]
+        # as probabilities, which small logits can be.
+        epoch_acc.update(torch.sigmoid(logits.detach()), labels.long())
+        # self.log costs about half a millisecond on the CPU, a quarter of a training step of
+        # the lesson's model. The metrics accumulate every batch, so they are logged once, at
+        # the epoch's last batch; Lightning computes and resets them at the epoch's end.
+        if batch_idx == self._batches(stage) - 1:
+            self.log(f"{stage}_loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True)
+            self.log(f"{stage}_acc", epoch_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss, logits
+
+    def _batches(self, stage: str) -> int:
+        if stage == "train":
+            return self.trainer.num_training_batches
+        counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
+        return counts[0]
+
+    # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
+    def on_train_epoch_start(self) -> None:
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_loss.reset()
+        self.test_acc.reset()
+        self.test_probabilities = []
+
+    def configure_optimizers(self):
+        optim = self.optim_config
+        if optim.optimizer == "rmsprop":
+            optimizer = KerasRMSprop(
+                self.parameters(), lr=optim.learning_rate, occurrences=self.occurrences
+            )
+        else:  # Keras's Adam epsilon, so switching frameworks changes only the framework
+            optimizer = torch.optim.Adam(self.parameters(), lr=optim.learning_rate, eps=1e-7)
+        if optim.lr_decay is None:
+            return optimizer
+        # threshold 0: any lower loss counts, as for EarlyStopping's min_delta.
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=optim.lr_decay, patience=0, threshold=0.0
+        )
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        # A model setting rather than a Trainer one, so a resumed run clips as the original.
+        clip = self.optim_config.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if not clip:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if self.occurrences is not None:
+            # The per-occurrence gradients are scaled as the gradient was (the factor
+            # clip_grad_norm_ applies), so their squares by its square.
+            self.occurrences.scale_(min(1.0, clip / (norm + 1e-6)) ** 2)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        # A model setting rather than a Trainer one, so that a resumed run averages as the
+        # original did; the callback saves and restores the average in checkpoints itself.
+        if self.optim_config.ema is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return []
+        return [EMAWeightAveraging(decay=self.optim_config.ema)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_MARK] = {"version": __version__}
+
+    def keras_parameter_count(self) -> int:
+        m = self.model_config
+        return keras_parameter_count(
+            m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
+        )

@@ -1,0 +1,28 @@
+"""examples/lesson_9_3.py, the chapter step by step, runs from start to end (on tiny data)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_lesson_runs_its_four_experiments_and_the_test(tiny_tarball, tmp_path):
+    out = tmp_path / "lesson"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lesson_9_3.py"), "--data", str(tiny_tarball),
+         "--epochs", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("lstm", "lstm-dropout", "2rnn", "gru"):
+        assert f"{name}: best epoch" in done.stdout
+        assert (out / f"{name}-loss.png").stat().st_size > 0
+        assert (out / f"best-{name}-model.ckpt").is_file()
+    result = done.stdout.split("test set, best two-layer model: loss ")[1].split()
+    loss, accuracy = float(result[0].rstrip(",")), float(result[2])
+    assert loss > 0 and 0 <= accuracy <= 1
+    # model.summary(): the network as the lesson builds it (with the CPU's fused twins)
+    assert "(0): FusedLSTM(16, 8, batch_first=True)\n    (1): FusedLSTM(8, 8, " in done.stdout
