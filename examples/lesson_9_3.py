@@ -41,8 +41,10 @@ L.seed_everything(42)
 
 # (train_input, train_target), (test_input, test_target) = imdb.load_data(num_words=500)
 corpus = load_corpus(resolve_source(args.data))  # reviews as word indices, 1 = start
-train_input = [corpus.train[i] for i in range(len(corpus.train))]
-train_target, test_input, test_target = corpus.train_labels, corpus.test, corpus.test_labels
+# num_words=500: every word rarer than the 496 most frequent becomes 2, "unknown"
+train_input = [cap_vocabulary(corpus.train[i], 500) for i in range(len(corpus.train))]
+test_input = [cap_vocabulary(corpus.test[i], 500) for i in range(len(corpus.test))]
+train_target, test_target = corpus.train_labels, corpus.test_labels
 
 # train_input, val_input, train_target, val_target = train_test_split(
 #     train_input, train_target, test_size=0.2, random_state=42)
@@ -51,12 +53,9 @@ train_input, val_input, train_target, val_target = train_test_split(
 )
 
 
-# train_seq = pad_sequences(train_input, maxlen=100): pre-padding, keep the last 100 words;
-# cap_vocabulary is load_data(num_words=500)'s rule: every rarer word becomes 2.
-def pad(reviews: RaggedSequences | list):
-    if isinstance(reviews, list):
-        reviews = RaggedSequences.from_lists(reviews)
-    return cap_vocabulary(pad_sequences(reviews, maxlen=100), num_words=500)
+# train_seq = pad_sequences(train_input, maxlen=100): padding in front, the last 100 words kept
+def pad(reviews: list):
+    return pad_sequences(RaggedSequences.from_lists(reviews), maxlen=100)
 
 
 train_seq, val_seq, test_seq = pad(train_input), pad(val_input), pad(test_input)
@@ -73,13 +72,23 @@ def train(name: str, model_config: ModelConfig) -> str:
     # model = keras.Sequential([Embedding(500, 16), LSTM(8), Dense(1, activation='sigmoid')])
     # rmsprop = keras.optimizers.RMSprop(learning_rate=1e-4)
     # model.compile(optimizer=rmsprop, loss='binary_crossentropy', metrics=['accuracy'])
+    #
+    # SentimentClassifier holds the network (model.net, a plain nn.Module: model/network.py)
+    # and trains it as Keras would: Keras's initial weights, Keras's RMSprop formula and its
+    # per-occurrence embedding update (model/keras_compat.py). On the CPU the LSTM and GRU
+    # layers are swapped for FusedLSTM / FusedGRU: the same layers, computed by a faster
+    # kernel (model/fused_rnn.py; fused_rnn=False keeps nn.LSTM's own code).
     model = SentimentClassifier(model_config, OptimConfig(optimizer="rmsprop", lr=1e-4))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"\n{name}: {model.net}")  # model.summary()
+    print(f"{trainable:,} trainable parameters, as Keras counts {model.keras_parameter_count():,}")
 
-    # checkpoint_cb = keras.callbacks.ModelCheckpoint('best-lstm-model.keras',
-    #                                                 save_best_only=True)
+    # checkpoint_cb = keras.callbacks.ModelCheckpoint('best-lstm-model.h5', save_best_only=True)
     # early_stopping_cb = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
-    checkpoint_cb = ModelCheckpoint(out, f"best-{name}-model", monitor="val_loss", save_top_k=1)
+    # (restore_best_weights: the best epoch's weights are in its checkpoint, loaded below.)
+    checkpoint_cb = ModelCheckpoint(
+        dirpath=out, filename=f"best-{name}-model", monitor="val_loss", save_top_k=1
+    )
     early_stopping_cb = EarlyStopping(monitor="val_loss", patience=3)
     history = EpochHistory()  # Keras's History: one row of metrics per epoch
 
@@ -117,7 +126,7 @@ best_2rnn = train(  # LSTM(8, dropout=0.3, return_sequences=True), LSTM(8, dropo
 )
 train("gru", ModelConfig(arch="gru"))  # GRU(8)
 
-# rnn_model = keras.models.load_model('best-2rnn-model.keras')
+# rnn_model = keras.models.load_model('best-2rnn-model.h5')
 # rnn_model.evaluate(test_seq, test_target)
 rnn_model = SentimentClassifier.load_from_checkpoint(best_2rnn)
 (result,) = L.Trainer(logger=False, enable_progress_bar=False).test(

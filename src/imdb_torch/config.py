@@ -19,7 +19,7 @@ POOLINGS = ("last", "max", "mean-max")
 OPTIMIZERS = ("rmsprop", "adam")
 INITS = ("keras", "torch")
 SIDES = ("pre", "post")
-DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3}  # Keras's defaults; the lesson's RMSprop: 1e-4
+DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3}  # the lesson's RMSprop rate; Keras's Adam default
 
 
 def setting(default: Any, help: str, **flag: Any) -> Any:
@@ -90,6 +90,7 @@ class OptimConfig:
         "after every step with this decay, e.g. 0.995 (default: off, as Keras)",
         metavar="DECAY",
     )
+    # How the weights start is part of training them as Keras does, so it lives here.
     init: str = setting(
         "keras", "keras: Keras's initialisers; torch: PyTorch's", choices=INITS
     )  # fmt: skip
@@ -232,7 +233,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Beyond the book: a bigger vocabulary and window, a two-layer bidirectional LSTM read
     # through mean and max pooling over the review's words, Adam with gradient clipping,
     # whole words dropped from each batch, the learning rate halved when validation stalls.
-    # Not packed: on the CPU, packed sequences leave PyTorch's fused LSTM kernel and a step
+    # Not packed: on the CPU, packed sequences leave PyTorch's own oneDNN LSTM and a step
     # takes 6.7 times as long (benchmarks/strong_config.py). Each choice was measured
     # (docs/results.md): dropout 0.5 rather than 0.3, pooling rather than the final state,
     # Adam at 5e-4 rather than 1e-3, 10,000 words rather than 20,000 (a smaller model, and
@@ -263,7 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def resolve(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """The lesson's defaults, then the preset's, then ``overrides``; checked, and the learning
-    rate filled in (the optimiser's Keras default unless one is given)."""
+    rate filled in unless one is given (``DEFAULT_LR``: 1e-4 for RMSprop, as the lesson)."""
     settings = Settings.from_flat(PRESETS[preset]) if preset else Settings()
     settings = Settings.from_flat(overrides or {}, base=settings).check()
     return Settings.from_flat({"lr": settings.optim.learning_rate}, base=settings)

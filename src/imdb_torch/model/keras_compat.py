@@ -129,6 +129,8 @@ class EmbeddingOccurrences:
             output.register_hook(lambda grad: self._add(tokens, grad))
 
     def _add(self, tokens: torch.Tensor, grad: torch.Tensor) -> None:
+        if grad.dim() == 3 and not grad.is_contiguous() and grad.transpose(0, 1).is_contiguous():
+            grad, tokens = grad.transpose(0, 1), tokens.t()  # time-major: flattened without a copy
         squares = torch.zeros_like(self.weight).index_add_(
             0, tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square()
         )
@@ -158,8 +160,9 @@ class KerasRMSprop(torch.optim.Optimizer):
     ``v ← ρ·v + (1 − ρ)·g²`` and ``θ ← θ − lr·g / √(v + ε)``, with Keras's defaults ρ = 0.9 and
     ε = 1e-7. With ``occurrences``, the embedding's ``g²`` is replaced by the per-occurrence
     squares Keras 3 uses (``EmbeddingOccurrences``). ``torch.optim.RMSprop`` divides by
-    ``√v + ε`` instead, which takes steps up to √(1/ρ̄)-fold larger on the small gradients of an
-    8-unit RNN's first updates; no setting of it reproduces Keras's step.
+    ``√v + ε`` instead (and defaults to ρ = 0.99): on the tiny gradients of an 8-unit RNN's
+    first updates, where ``v`` is near ε, its steps are several times larger than Keras's, and
+    no setting of it reproduces Keras's step.
     """
 
     def __init__(

@@ -7,10 +7,12 @@ The Keras lesson (chapter 9-3)::
     model.add(keras.layers.LSTM(8, dropout=0.3))          # or GRU(8); twice for two layers
     model.add(keras.layers.Dense(1, activation='sigmoid'))
 
-is ``SentimentNet(ModelConfig(arch="lstm", dropout=0.3))`` here. ``forward`` returns the
-logit; the sigmoid lives in the loss (``BCEWithLogitsLoss``), which is the same function
-computed more stably. How it is trained is ``training/module.py``'s business; where PyTorch and
-Keras differ, ``keras_compat.py``; the fast CPU path, ``fused_rnn.py``.
+is ``SentimentNet(ModelConfig(arch="lstm", dropout=0.3))`` here: the same layers. ``forward``
+returns the logit; the sigmoid lives in the loss (``BCEWithLogitsLoss``), the same function
+computed more stably. To *train* it as Keras does, ``training/module.py`` adds what lies
+outside the layers (``keras_compat.py``): Keras's initial weights, Keras's RMSprop formula and
+its per-occurrence embedding update; a plain ``torch.optim.RMSprop`` would train another
+model. On the CPU it also swaps in faster twins of the layers (``fused_rnn.py``).
 """
 
 from __future__ import annotations

@@ -42,8 +42,12 @@ class EpochHistory(L.Callback):
                "seconds": round(time.perf_counter() - self._started, 3)}  # fmt: skip
         row.update({key: float(metrics[key]) for key in HISTORY_KEYS if key in metrics})
         self.epochs.append(row)
-        if trainer.is_global_zero and trainer.log_dir:
-            self.write(Path(trainer.log_dir) / HISTORY_FILE)
+        # The logger's directory, not trainer.log_dir: that one is a collective in a
+        # multi-process run (rank zero alone would wait in it for good), and without a logger
+        # it is the working directory.
+        logger = trainer.logger
+        if trainer.is_global_zero and logger is not None and logger.log_dir:
+            self.write(Path(logger.log_dir) / HISTORY_FILE)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -124,10 +124,11 @@ def evaluate(
     hardware: Hardware,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Test loss and accuracy on the test set, on one device (the model keeps the predictions)."""
+    """Test loss and accuracy on the test set, on one device (the model keeps the predictions):
+    several would each see a padded share, and the predictions would be one rank's."""
     trainer = L.Trainer(
         accelerator=hardware.accelerator,
-        devices=1 if hardware.devices == "auto" else hardware.devices,
+        devices=hardware.devices[:1] if isinstance(hardware.devices, list) else 1,
         precision=hardware.precision,
         logger=False,
         enable_checkpointing=False,
