@@ -250,7 +250,8 @@ def _finish(run, save_path: Path, name: str) -> int:
     with atomic_path(save_path) as tmp:
         shutil.copyfile(best_path, tmp)
     history = run.history
-    plot = plot_losses(history.epochs, Path(run.trainer.log_dir) / "loss.png", title=name)
+    # The logger's directory: trainer.log_dir is a collective, and the other ranks are done.
+    plot = plot_losses(history.epochs, Path(run.trainer.logger.log_dir) / "loss.png", title=name)
     row = history.best()
     if row is not None:
         print(
