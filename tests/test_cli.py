@@ -203,7 +203,7 @@ def test_save_into_missing_directory(capsys, tmp_path, tiny_tarball):
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes(capsys, flag, value):
     code = train_cli.main([flag, value])
-    one_line_error(capsys, code, f"{flag} must be a whole number of at least")
+    one_line_error(capsys, code, f"{flag} must be a whole number from")
 
 
 @pytest.mark.parametrize("script", ["train.py", "test.py"])

@@ -110,14 +110,15 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(medium_tarball, tmp_pat
         assert row_got["val_loss"] == pytest.approx(row_expected["val_loss"], abs=1e-6)
 
 
-def test_ctrl_c_ends_gracefully_and_says_how_to_resume(medium_tarball, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_ends_gracefully_and_says_how_to_resume(medium_tarball, tmp_path, signum):
     process = start(flags(medium_tarball, tmp_path), tmp_path / "cache")
     run_dir = tmp_path / "lstm" / "version_0"
     wait_for_epochs(run_dir, 1, process)
     deadline = time.monotonic() + 60
     while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "resume with: python scripts/train.py --resume" in err

@@ -9,6 +9,8 @@ Four dataclasses group them by who uses them: ``ModelConfig`` builds the network
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -60,9 +62,11 @@ class ModelConfig:
     def check(self) -> None:
         _choice("arch", self.arch, ARCHS)
         _choice("pooling", self.pooling, POOLINGS)
-        for name in ("embedding_dim", "hidden_size", "num_layers"):
-            _at_least(name, getattr(self, name), 1)
-        _at_least("num_words", self.num_words, 5)  # indices 0-3 are reserved (data/text.py)
+        _check_types(self)
+        _within("embedding_dim", self.embedding_dim, 1, 4096)
+        _within("hidden_size", self.hidden_size, 1, 4096)
+        _within("num_layers", self.num_layers, 1, 16)
+        _within("num_words", self.num_words, 5, 2_000_000)  # 0-3 are reserved (data/text.py)
         _fraction("dropout", self.dropout)
         _fraction("word_dropout", self.word_dropout)
 
@@ -110,9 +114,14 @@ class OptimConfig:
         return self.optimizer == "rmsprop" and not self.dense_embedding_updates
 
     def check(self) -> None:
+        _check_types(self)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("init", self.init, INITS)
         _positive("lr", self.lr)
+        if self.lr is not None and self.lr > 10:
+            raise UserError(
+                f"--lr must be at most 10 (larger rates diverge at once), got {self.lr}"
+            )
         _positive("grad_clip", self.grad_clip)
         for name in ("lr_decay", "ema"):
             value = getattr(self, name)
@@ -146,15 +155,20 @@ class DataConfig:
     )
 
     def check(self) -> None:
-        _at_least("maxlen", self.maxlen, 1)
+        _check_types(self)
+        _within("maxlen", self.maxlen, 1, 100_000)
         _choice("padding", self.padding, SIDES)
         _choice("truncating", self.truncating, SIDES)
         _finite("val_size", self.val_size)
         if not 0 < self.val_size < 1:
             raise UserError(f"--val-size must lie strictly between 0 and 1, got {self.val_size}")
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("eval_batch_size", self.eval_batch_size, 1)
-        _at_least("num_workers", self.num_workers, 0)
+        _within("split_seed", self.split_seed, 0, 2**32 - 1)
+        _within("batch_size", self.batch_size, 1, 65536)
+        _within("eval_batch_size", self.eval_batch_size, 1, 65536)
+        _within("num_workers", self.num_workers, 0, 256)
+        for name in ("data", "cache_dir"):
+            if getattr(self, name) == "":
+                raise UserError(f"--{name.replace('_', '-')} must not be empty")
 
 
 @dataclass(frozen=True)
@@ -168,11 +182,10 @@ class RunConfig:
     seed: int = setting(42, "seed for weights, dropout and shuffling")
 
     def check(self) -> None:
-        _at_least("max_epochs", self.max_epochs, 1)
-        _at_least("patience", self.patience, 1)
-        _at_least("seed", self.seed, 0)
-        if self.seed >= 2**32:
-            raise UserError(f"--seed must be below 2**32, got {self.seed}")
+        _check_types(self)
+        _within("max_epochs", self.max_epochs, 1, 1_000_000)
+        _within("patience", self.patience, 1, 1_000_000)
+        _within("seed", self.seed, 0, 2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -298,9 +311,24 @@ def _finite(name: str, value) -> None:
         raise UserError(f"{_flag(name)} must be a finite number, got {value}")
 
 
-def _at_least(name: str, value: int, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(f"{_flag(name)} must be a whole number of at least {low}, got {value}")
+def _within(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UserError(f"{_flag(name)} must be a whole number from {low} to {high}, got {value}")
+
+
+def _check_types(config) -> None:
+    """Each field's value is of its annotated type (an int passes for a float, a bool for
+    nothing else): settings also come from checkpoints, which anyone can write."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        value = getattr(config, name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kinds = {type(None): value is None, bool: isinstance(value, bool),
+                 str: isinstance(value, str), int: number and isinstance(value, int),
+                 float: number}  # fmt: skip
+        if not any(kinds[kind] for kind in allowed):
+            expected = " or ".join("none" if k is type(None) else k.__name__ for k in allowed)
+            raise UserError(f"{_flag(name)} must be {expected}, got {value!r}")
 
 
 def _fraction(name: str, value: float) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file writes and content fingerprints."""
+"""Atomic file writes, run locks, temporary-file clean-up, content fingerprints, the cache."""
 
 from __future__ import annotations
 
@@ -6,8 +6,76 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, older_than: float = 0.0) -> int:
+    """Delete ``atomic_path``'s temporary files that a killed process left in ``directory``.
+
+    ``older_than`` (seconds) spares files that a live process may still be writing; 0 is
+    right only where this process holds the directory alone (``run_lock``). Returns how many.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    for path in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        try:
+            if path.is_file() and path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``run_dir`` alone for as long as the block runs; raise ``UserError`` if another
+    process holds it. The lock is the kernel's (``flock``): it goes with the process, also one
+    killed with SIGKILL, so a dead run never blocks its resume."""
+    lock_file = Path(run_dir) / ".lock"
+    handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the block's duration
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(
+                    f"{run_dir} is in use by another training process ({holder}); "
+                    "wait for it to finish, or resume another run"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 @contextlib.contextmanager
@@ -18,9 +86,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     because the rename is atomic on one filesystem. On failure the temporary file is removed.
     """
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); what the user keeps and shares gets the
+    # permissions any new file of theirs gets.
+    tmp.chmod(0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, target)

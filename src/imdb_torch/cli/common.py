@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from lightning.pytorch.strategies import StrategyRegistry
 
 from ..errors import UserError
+from ..training.trainer import Hardware
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,12 +65,55 @@ def add_plain_rnn_flag(parser) -> None:
 
 
 def devices_value(text: str):
-    """Lightning accepts 'auto', a count, or a list of device indices."""
+    """Lightning accepts 'auto', a count (-1: all), or a list of device indices."""
     if text == "auto":
         return text
-    if "," in text:
-        return [int(part) for part in text.split(",") if part]
-    return int(text)
+    try:
+        if "," in text:
+            indices = [int(part) for part in text.split(",") if part.strip()]
+            if indices and all(index >= 0 for index in indices):
+                return indices
+        elif int(text) >= 1 or int(text) == -1:
+            return int(text)
+    except ValueError:
+        pass
+    raise UserError(f"--devices {text!r}: give auto, a count such as 2, or indices such as 0,1")
+
+
+# Lightning's own names; it would reject anything else with a traceback.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "64-true", "64", "transformer-engine", "transformer-engine-float16")  # fmt: skip
+
+
+def hardware_from_flags(args) -> Hardware:
+    """The hardware flags checked (one-line errors, before any work) and as a ``Hardware``."""
+    if args.accelerator not in ACCELERATORS:
+        raise UserError(
+            f"--accelerator {args.accelerator!r}: choose from {', '.join(ACCELERATORS)}"
+        )
+    if args.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"--accelerator {args.accelerator}: no CUDA GPU is available here")
+    if args.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--accelerator mps: Apple's MPS is not available here")
+    if args.precision is not None and args.precision not in PRECISIONS:
+        raise UserError(f"--precision {args.precision!r}: choose from {', '.join(PRECISIONS)}")
+    on_cpu = args.accelerator == "cpu" or (
+        args.accelerator == "auto"
+        and not torch.cuda.is_available()
+        and not torch.backends.mps.is_available()
+    )
+    if on_cpu and args.precision not in (None, "32-true", "32", "64-true", "64"):
+        # Lightning would run 16-mixed as bf16 on the CPU, where PyTorch's LSTM has no bf16
+        # kernel on many processors; the lesson's models gain nothing from it there anyway.
+        raise UserError(f"--precision {args.precision} needs a GPU; on the CPU use 32-true")
+    devices = devices_value(args.devices)
+    strategy = getattr(args, "strategy", "auto")
+    known = ("auto", *StrategyRegistry.available_strategies())
+    if strategy not in known:
+        raise UserError(f"--strategy {strategy!r}: use auto or one of Lightning's, e.g. ddp")
+    return Hardware(args.accelerator, devices, strategy, getattr(args, "num_nodes", 1),
+                    args.precision)  # fmt: skip
 
 
 def quiet_lightning() -> None:
@@ -87,3 +138,49 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """While the block runs, a second Ctrl-C or SIGTERM ends the process at once.
+
+    The first is Lightning's: it stops after the current step and tidies up. A process that
+    waits inside a C++ call (another rank's collective, say) never gets back to Python to do
+    so, and Python handlers wait with it; the byte that Python's C-level handler writes to
+    the wake-up pipe still arrives, and a thread reading it ends the process on the second.
+    ``before_exit`` runs first (e.g. to end the other processes of a multi-process run).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if previous_term in (signal.SIG_DFL, None):
+        # A handler of Python's own, so the signal reaches the pipe instead of killing
+        # the process outright; the first still stops the run gracefully, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+    def watch() -> None:
+        seen = 0
+        with open(read_end, "rb", buffering=0) as pipe:  # closed here, at the pipe's end
+            while data := pipe.read(64):
+                seen += sum(byte in (signal.SIGINT, signal.SIGTERM) for byte in data)
+                if seen >= 2:
+                    print("\nsecond interrupt: stopping at once", file=sys.stderr, flush=True)
+                    before_exit()
+                    os._exit(130)
+
+    threading.Thread(target=watch, name="second-signal", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        if previous_term in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(write_end)  # the watching thread reads the pipe's end and returns
+
+
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt

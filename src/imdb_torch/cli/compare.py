@@ -45,6 +45,10 @@ def _main(argv: Sequence[str] | None) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise UserError(
+            f"cannot write {out}: it is a directory; give a file name, e.g. {out}/compare.png"
+        )
     runs = [load_run(path) for path in args.runs]
     print(table(runs))
     plot(runs, out)

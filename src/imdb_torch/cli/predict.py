@@ -53,19 +53,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _read_reviews(args) -> list[str]:
+    """Reviews from the arguments, --file or stdin, decoded alike: UTF-8, with any bytes that
+    are not replaced by U+FFFD; one review per line, lines split at newlines only."""
     if args.reviews:
-        lines = args.reviews
-    elif args.file:
-        path = Path(args.file)
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+        # Arguments that were not UTF-8 reach Python as lone surrogates; decode them as bytes.
+        raw = [text.encode("utf-8", "surrogateescape") for text in args.reviews]
+        lines = [text.decode("utf-8", "replace") for text in raw]
     else:
-        if sys.stdin.isatty():
-            print("reading reviews from standard input, one per line (Ctrl-D ends)",
-                  file=sys.stderr)  # fmt: skip
-        lines = sys.stdin.read().splitlines()
+        if args.file:
+            path = Path(args.file)
+            if not path.is_file():
+                raise UserError(f"--file {path}: not a regular file")
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+        else:
+            if sys.stdin.isatty():
+                print("reading reviews from standard input, one per line (Ctrl-D ends)",
+                      file=sys.stderr)  # fmt: skip
+            data = sys.stdin.buffer.read()
+        # Not str.splitlines: that also splits at form feeds and Unicode line separators.
+        text = data.decode("utf-8", "replace")
+        lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     reviews = [line for line in lines if line.strip()]
     if len(reviews) < len(lines):
         print(f"skipped {len(lines) - len(reviews)} blank review(s)", file=sys.stderr)
@@ -74,21 +84,32 @@ def _read_reviews(args) -> list[str]:
     return reviews
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters and escape sequences shown as escapes, not obeyed."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
     reviews = _read_reviews(args)
     predictions = predictor.predict(reviews, batch_size=args.batch_size)
+    # A terminal or pipe that cannot show a character gets an escape, not a crash.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     if args.json:
+        utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
         for p in predictions:
             record = {"text": p.text, "positive": round(p.positive, 6), "label": p.label,
                       "known_words": p.known_words, "words": p.words}  # fmt: skip
-            print(json.dumps(record, ensure_ascii=False))
+            # allow_nan=False: every line is JSON (the weights are checked to be finite).
+            print(json.dumps(record, ensure_ascii=not utf8, allow_nan=False))
         return 0
     print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
     for p in predictions:
         known = f"{p.known_words}/{p.words}"
-        text = p.text if len(p.text) <= 70 else p.text[:67] + "..."
+        text = printable(p.text)
+        text = text if len(text) <= 70 else text[:67] + "..."
         print(f"{p.positive:8.3f}  {p.label:<8}  {known:>9}  {text}")
     return 0
 

@@ -14,11 +14,12 @@ import torch
 
 from ..config import resolve
 from ..reporting.report import EXPERIMENTS, run_file, write_report, write_run
-from ..training.trainer import Hardware, evaluate, prepare
+from ..training.checkpoint import read_checkpoint
+from ..training.trainer import evaluate, prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
-    devices_value,
+    hardware_from_flags,
     positive_int,
     quiet_lightning,
     run,
@@ -82,7 +83,7 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
     given = {"data": args.data, "cache_dir": args.cache_dir, "seed": seed,
              "max_epochs": args.max_epochs, "patience": args.patience}  # fmt: skip
     settings = resolve(experiment, given)
-    hardware = Hardware(args.accelerator, devices_value(args.devices), precision=args.precision)
+    hardware = hardware_from_flags(args)
     logdir = out / "lightning_logs"
     session = prepare(
         settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
@@ -90,6 +91,8 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
     )  # fmt: skip
     last = logdir / experiment / f"version_{seed}" / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
+    if last.is_file():
+        read_checkpoint(last)  # a damaged or foreign file is a one-line error, not a traceback
     session.fit(resume_from=last if last.is_file() else None)
     wall = time.perf_counter() - started
     session.restore_best()

@@ -13,7 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, file_digest
 from ..reporting.runs import TEST_FILE, run_dir_of
 from ..training.checkpoint import (
     datamodule_settings,
@@ -21,11 +21,11 @@ from ..training.checkpoint import (
     read_checkpoint,
     vocabulary,
 )
-from ..training.trainer import Hardware, evaluate
+from ..training.trainer import evaluate
 from .common import (
     ArgumentParser,
     add_hardware_flags,
-    devices_value,
+    hardware_from_flags,
     positive_int,
     quiet_lightning,
     run,
@@ -79,13 +79,12 @@ def _main(argv: Sequence[str] | None) -> int:
             "evaluate on the same data source (--data) the model was trained on"
         )
 
-    hardware = Hardware(args.accelerator, devices_value(args.devices), precision=args.precision)
+    hardware = hardware_from_flags(args)
     metrics = evaluate(model, datamodule, hardware)
     probabilities = torch.cat(model.test_probabilities).numpy()
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
     predicted = (probabilities >= 0.5).astype(np.int64)
 
-    _record(checkpoint, args.ckpt, metrics, len(labels))
     print(f"test reviews: {len(labels):,}")
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
@@ -96,18 +95,49 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"{'':>10}{'negative':>10}{'positive':>10}")
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
+    _record(checkpoint, Path(args.ckpt), metrics, len(labels), datamodule.source_record())
     return 0
 
 
-def _record(checkpoint: dict, ckpt_path: str, metrics: dict, reviews: int) -> None:
-    """Leave the results in the run directory, where compare.py finds them."""
-    run_dir = run_dir_of(checkpoint)
-    if run_dir is None or not run_dir.is_dir():
+def _record(checkpoint: dict, ckpt_path: Path, metrics: dict, reviews: int, data: dict) -> None:
+    """Leave the result in the run directory, where compare.py finds it: only a measurement
+    on the data the run was trained on, and only in the run that holds this checkpoint."""
+    run_dir = _own_run_dir(checkpoint, ckpt_path)
+    if run_dir is None:
+        return
+    recorded = checkpoint.get("IMDBDataModule", {}).get("source")
+    if recorded:
+        same_data = recorded.get("fingerprint") == data["fingerprint"]
+    else:  # 0.1 recorded the path only
+        same_data = datamodule_settings(checkpoint).get("data") == data["path"]
+    if not same_data:
+        print(f"\n(measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
+              "left as it was)")  # fmt: skip
         return
     record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
-              "test_reviews": reviews, "checkpoint": str(Path(ckpt_path).resolve())}  # fmt: skip
+              "test_reviews": reviews, "checkpoint": str(ckpt_path.resolve()),
+              "data": data["path"], "data_sha256": data["fingerprint"]}  # fmt: skip
     with atomic_path(run_dir / TEST_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
+
+
+def _own_run_dir(checkpoint: dict, ckpt_path: Path) -> Path | None:
+    """The run directory this checkpoint file belongs to: the one it lies in, or the one it
+    names if that holds the same file (best.ckpt is a copy). A checkpoint's contents alone
+    never decide where this tool writes."""
+    here = ckpt_path.resolve().parent
+    if here.name == "checkpoints" and here.parent.name.startswith("version_"):
+        return here.parent
+    named = run_dir_of(checkpoint)
+    if named is None or not (named / "checkpoints").is_dir():
+        return None
+    digest = file_digest(ckpt_path)
+    same = (
+        p
+        for p in (named / "checkpoints").glob("*.ckpt")
+        if p.stat().st_size == ckpt_path.stat().st_size
+    )
+    return named if any(file_digest(p) == digest for p in same) else None
 
 
 if __name__ == "__main__":

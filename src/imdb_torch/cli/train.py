@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from ..config import (
@@ -19,19 +22,21 @@ from ..config import (
     experiment_name,
     resolve,
 )
+from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..reporting.plots import plot_losses
 from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
 from ..training.module import SentimentClassifier
-from ..training.trainer import Hardware, prepare
+from ..training.trainer import prepare
 from .common import (
     ArgumentParser,
     add_hardware_flags,
-    devices_value,
+    hardware_from_flags,
     positive_int,
     quiet_lightning,
     run,
+    second_signal_ends_it,
 )
 from .flags import add_setting_flags, given_settings
 
@@ -112,47 +117,150 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    # Everything is checked before any work: flags, paths, then the data, and only then is a
+    # run directory made, so a mistake leaves nothing behind.
     args = build_parser().parse_args(argv)
     given = given_settings(args)
-    save_path = Path(args.save).expanduser()
-    if not save_path.parent.is_dir():
-        raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
-    if save_path.is_dir():
-        raise UserError(f"cannot save to {save_path}: it is a directory")
+    save_path = _checked_save_path(args.save)
+    hardware = hardware_from_flags(args)
     quiet_lightning()
-
     if args.resume:
         resume_path, run_dir = _resume_target(args, given)
         checkpoint = read_checkpoint(resume_path)
         settings = _resumed_settings(checkpoint, given)
-        name, version, logdir = run_dir.parent.name, _version_number(run_dir), run_dir.parent.parent
+        finished = _finished(checkpoint, settings)
+        if finished:
+            print(f"{run_dir} has finished ({finished}); nothing to resume")
+            return 0
+        name, logdir = run_dir.parent.name, run_dir.parent.parent
         print(f"resuming {run_dir} from epoch {checkpoint['epoch'] + 1}")
     else:
         resume_path = None
         settings = resolve(args.preset, given)
-        name = args.name or experiment_name(settings.model)
-        logdir = Path(args.logdir).resolve()
-        version = _claim_version(logdir / name)
-    hardware = Hardware(
-        args.accelerator, devices_value(args.devices), args.strategy, args.num_nodes, args.precision
-    )  # fmt: skip
-    run = prepare(
-        settings, logdir=logdir, name=name, version=version, hardware=hardware,
-        progress=not args.no_progress, fused_rnn=not args.plain_rnn,
-    )  # fmt: skip
-    if run.trainer.is_global_zero:
-        print(f"experiment {name}: {_parameter_line(run.model)}")
-    try:
-        run.fit(resume_from=resume_path)
-    except SystemExit:
-        # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
-        if not run.trainer.interrupted:
-            raise
-        _explain_interrupt(run.checkpoint.last_model_path)
-        return 130
-    if not run.trainer.is_global_zero:
-        return 0
-    return _finish(run, save_path, name)
+        name = _checked_name(args.name or experiment_name(settings.model))
+        logdir = _checked_logdir(args.logdir)
+    datamodule = _prepared_data(settings)
+    _check_free_space(settings, save_path, logdir)
+    version = _version_number(run_dir) if args.resume else _claim_version(logdir / name)
+    run = None  # read by the lambda when a second Ctrl-C comes
+    with (
+        _held(logdir / name / f"version_{version}"),
+        second_signal_ends_it(lambda: _end_other_ranks(run)),
+    ):
+        run = prepare(
+            settings, logdir=logdir, name=name, version=version, hardware=hardware,
+            progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
+        )  # fmt: skip
+        if run.trainer.is_global_zero:
+            print(f"experiment {name}: {_parameter_line(run.model)}")
+        try:
+            run.fit(resume_from=resume_path)
+        except SystemExit:
+            # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
+            if not run.trainer.interrupted:
+                raise
+            _explain_interrupt(run.checkpoint.last_model_path)
+            return 130
+        except OSError as exc:
+            raise _disk_full(exc) from exc
+        if not run.trainer.is_global_zero:
+            return 0
+        try:
+            return _finish(run, save_path, name)
+        except OSError as exc:
+            raise _disk_full(exc) from exc
+
+
+def _end_other_ranks(run) -> None:
+    """Kill the other processes of a multi-process run that this process started."""
+    launcher = run.trainer.strategy.launcher if run is not None else None
+    for process in getattr(launcher, "procs", []):
+        process.kill()
+
+
+def _checked_save_path(text: str) -> Path:
+    save_path = Path(text).expanduser()
+    if not save_path.parent.is_dir():
+        raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
+    if save_path.is_dir():
+        raise UserError(f"cannot save to {save_path}: it is a directory")
+    return save_path
+
+
+def _checked_logdir(text: str) -> Path:
+    logdir = Path(text).expanduser().resolve()
+    if logdir.exists() and not logdir.is_dir():
+        raise UserError(f"--logdir {text}: it is a file, not a directory")
+    return logdir
+
+
+def _checked_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"--name {name!r}: give a plain name (no slashes), e.g. my-gru")
+    return name
+
+
+def _prepared_data(settings: Settings) -> IMDBDataModule:
+    """The data read (or taken from the cache) and split, so that a bad --data or a split
+    without training reviews is found before a run directory is made."""
+    datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None:
+    """Room for the checkpoints (weights and optimiser state) where they will go: a full disk
+    is better found before training than after it."""
+    model = SentimentClassifier(settings.model, settings.optim, fused_rnn=False)
+    needed = 4 * 3 * sum(p.numel() for p in model.parameters()) + 2**20
+    for place in (save_path.parent, logdir):
+        existing = next(p for p in (place, *place.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if free < 3 * needed:  # best, last, and the copy at --save
+            raise UserError(
+                f"only {free:,} bytes are free at {existing}; the checkpoints need about "
+                f"{3 * needed:,}"
+            )
+
+
+def _disk_full(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(
+            f"the disk is full ({exc.filename or 'while saving'}); the files written before "
+            "are intact: free some space and continue with --resume"
+        )
+    return exc
+
+
+@contextlib.contextmanager
+def _held(run_dir: Path):
+    """This process holds the run directory alone (see fileio.run_lock) and clears what a
+    killed run left half-written. Only the main process of a multi-process run locks."""
+    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        for directory in (run_dir, run_dir / "checkpoints"):
+            if directory.is_dir():
+                remove_stale_temporaries(directory)
+        yield
+
+
+def _finished(checkpoint: dict, settings: Settings) -> str:
+    """Why a run is over, or "" if it is not."""
+    epoch = checkpoint.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise UserError("the checkpoint records no finished epoch; it cannot be resumed")
+    if epoch + 1 >= settings.run.max_epochs:
+        return f"{epoch + 1} of at most {settings.run.max_epochs} epochs; --max-epochs raises it"
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("EarlyStopping") and isinstance(state, dict):
+            waited, patience = state.get("wait_count", 0), state.get("patience", 0)
+            if isinstance(waited, int) and isinstance(patience, int) and 0 < patience <= waited:
+                return f"early stopping after epoch {epoch + 1}"
+    return ""
 
 
 def _resumed_settings(checkpoint: dict, given: dict) -> Settings:
@@ -185,7 +293,7 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
             raise UserError(
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
-        return path, run_dir
+        return path.resolve(), run_dir
     # --preset and the model flags only pick which experiment's newest run is continued.
     base = Path(args.logdir) / (args.name or experiment_name(resolve(args.preset, given).model))
     runs = sorted(
@@ -194,7 +302,10 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
     )
     if not runs:
         raise UserError(f"nothing to resume in {base}: no version_N/checkpoints/last.ckpt")
-    return runs[-1] / "checkpoints" / "last.ckpt", runs[-1]
+    # Absolute, as the run was started: the checkpoint's own record of where it writes must
+    # read the same, or Lightning starts a second last.ckpt beside the first.
+    run_dir = runs[-1].resolve()
+    return run_dir / "checkpoints" / "last.ckpt", run_dir
 
 
 def _explain_interrupt(last_model_path: str) -> None:

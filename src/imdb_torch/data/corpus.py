@@ -12,12 +12,19 @@ import os
 import tarfile
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, default_cache_dir, file_digest, tree_fingerprint
+from ..fileio import (
+    atomic_path,
+    default_cache_dir,
+    file_digest,
+    remove_stale_temporaries,
+    tree_fingerprint,
+)
 from .download import IMDB_NPZ, IMDB_WORD_INDEX, OFFLINE_HINT, fetch
 from .imdb_archive import read_reviews
 from .keras_npz import load_keras_imdb
@@ -26,7 +33,7 @@ from .text import encode, rank_words, tokenize, word_to_index
 from .tfds_source import read_tfds_reviews, tfds_data_dir, tfds_fingerprint
 
 # Bump whenever tokenisation or the cache layout changes: old cache files are then ignored.
-CORPUS_FORMAT = 1
+CORPUS_FORMAT = 2  # 2: the words as one UTF-8 text (a fixed-width array grew with the longest)
 
 KERAS_NPZ = "keras-npz"
 ACLIMDB = "aclimdb"
@@ -39,7 +46,9 @@ class DataSource:
     kind: str
     path: Path
 
+    @cached_property
     def fingerprint(self) -> str:
+        """SHA-256 of the file (a directory's: of its files' names, sizes and times)."""
         if self.kind == TFDS:
             return tfds_fingerprint(self.path)
         if self.path.is_dir():
@@ -83,6 +92,8 @@ def resolve_source(data: str | os.PathLike | None, cache_dir: Path | None = None
                 "holding pos/ and neg/ reviews"
             )
         return DataSource(ACLIMDB, path)
+    if not path.is_file():  # reading a device or a pipe could wait, or go on, for ever
+        raise UserError(f"data path {path} is neither a regular file nor a directory")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic == b"PK\x03\x04":
@@ -94,7 +105,7 @@ def resolve_source(data: str | os.PathLike | None, cache_dir: Path | None = None
 
 
 def _cache_file(source: DataSource, cache_dir: Path) -> Path:
-    return cache_dir / f"corpus-{source.kind}-{source.fingerprint()[:24]}-v{CORPUS_FORMAT}.npz"
+    return cache_dir / f"corpus-{source.kind}-{source.fingerprint[:24]}-v{CORPUS_FORMAT}.npz"
 
 
 def prepare_corpus(source: DataSource, cache_dir: Path | None = None) -> None:
@@ -116,6 +127,9 @@ def load_corpus(source: DataSource, cache_dir: Path | None = None) -> Corpus:
     corpus = _build(source)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        # What a run killed while writing left behind; other runs may be writing now, so
+        # only files an hour old (a write takes seconds).
+        remove_stale_temporaries(cache_dir, older_than=3600)
         _write_cache(corpus, cache_file)
     except OSError as exc:
         warnings.warn(f"could not cache the encoded data in {cache_dir} ({exc})", stacklevel=2)
@@ -149,7 +163,10 @@ def _write_cache(corpus: Corpus, cache_file: Path) -> None:
             test_values=corpus.test.values,
             test_offsets=corpus.test.offsets,
             test_labels=corpus.test_labels,
-            words=np.array(corpus.words, dtype=np.str_),
+            # One UTF-8 text of newline-separated words (tokens never hold whitespace): its
+            # size is the words' size, where a fixed-width array would give every word the
+            # room of the longest one.
+            words=np.frombuffer("\n".join(corpus.words).encode("utf-8"), dtype=np.uint8),
         )
 
 
@@ -160,8 +177,13 @@ def _read_cache(cache_file: Path) -> Corpus:
             cached["train_labels"],
             RaggedSequences(cached["test_values"], cached["test_offsets"]),
             cached["test_labels"],
-            words=cached["words"].tolist(),
+            words=_words_from_utf8(cached["words"]),
         )
+
+
+def _words_from_utf8(blob: np.ndarray) -> list[str]:
+    text = blob.tobytes().decode("utf-8")
+    return text.split("\n") if text else []
 
 
 def keras_words(cache_dir: Path | None = None, download: bool = True) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,19 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import DataConfig, ModelConfig
 from ..errors import UserError
 from .corpus import (
     KERAS_NPZ,
     NAMED_SOURCES,
     Corpus,
+    DataSource,
     keras_words,
     load_corpus,
     prepare_corpus,
     resolve_source,
 )
-from .sequences import PADDING_SIDES, cap_vocabulary, pad_sequences
+from .sequences import cap_vocabulary, pad_sequences
 from .text import INDEX_FROM
 
 
@@ -93,6 +96,8 @@ class IMDBDataModule(L.LightningDataModule):
         )
         self.save_hyperparameters()
         self.words: list[str] = []
+        self.source: DataSource | None = None
+        self.trained_on: dict[str, str] = {}  # the source a loaded checkpoint was trained on
         self.train_set = self.val_set = self.test_set = None
 
     @property
@@ -107,7 +112,7 @@ class IMDBDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        source = resolve_source(self.hparams.data, self.cache_dir)
+        source = self.source = resolve_source(self.hparams.data, self.cache_dir)
         corpus = load_corpus(source, self.cache_dir)
         words = corpus.words
         if source.kind == KERAS_NPZ:
@@ -124,6 +129,12 @@ class IMDBDataModule(L.LightningDataModule):
             return cap_vocabulary(tokens, hp.num_words)
 
         train_tokens = padded(corpus.train)
+        validation = math.ceil(hp.val_size * len(train_tokens))  # as train_test_split counts
+        if not 0 < validation < len(train_tokens):
+            raise UserError(
+                f"--val-size {hp.val_size} of {len(train_tokens):,} training reviews leaves "
+                f"{validation:,} for validation and {len(train_tokens) - validation:,} for training"
+            )
         train_idx, val_idx = train_test_split(
             np.arange(len(train_tokens)), test_size=hp.val_size, random_state=hp.split_seed
         )
@@ -154,22 +165,24 @@ class IMDBDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
+    def source_record(self) -> dict[str, str]:
+        """Which data this is: its kind, path and fingerprint (after ``setup``)."""
+        if self.source is None:
+            return {}
+        return {"kind": self.source.kind, "path": str(self.source.path),
+                "fingerprint": self.source.fingerprint}  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:
-        # Saved in every checkpoint, so raw text can later be encoded as the training data was.
-        return {"words": list(self.words)}
+        # Saved in every checkpoint, so raw text can later be encoded as the training data
+        # was, and a measurement can tell whether it was made on the training data's source.
+        return {"words": list(self.words), "source": self.source_record()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.words = list(state_dict.get("words", []))
+        self.trained_on = dict(state_dict.get("source", {}))
 
 
 def _check_settings(num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size):
-    if num_words <= INDEX_FROM + 1:
-        raise UserError(f"num_words must be greater than {INDEX_FROM + 1}, got {num_words}")
-    if maxlen < 1:
-        raise UserError(f"maxlen must be at least 1, got {maxlen}")
-    if padding not in PADDING_SIDES or truncating not in PADDING_SIDES:
-        raise UserError(f"padding and truncating must be one of {', '.join(PADDING_SIDES)}")
-    if not 0 < val_size < 1:
-        raise UserError(f"the validation share must lie strictly between 0 and 1, got {val_size}")
-    if batch_size < 1 or eval_batch_size < 1:
-        raise UserError("batch sizes must be at least 1")
+    DataConfig(maxlen=maxlen, padding=padding, truncating=truncating, val_size=val_size,
+               batch_size=batch_size, eval_batch_size=eval_batch_size).check()  # fmt: skip
+    ModelConfig(num_words=num_words).check()

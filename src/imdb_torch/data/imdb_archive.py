@@ -16,6 +16,11 @@ from ..errors import UserError
 # aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt; train/unsup has no label and is skipped.
 _REVIEW = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 LABELS = {"neg": 0, "pos": 1}
+# Bounds on what is unpacked, far above the real set (its longest review is about 14 KB, the
+# whole official archive about 500 MB), so that a crafted archive is refused as soon as its
+# headers say what it would unpack, instead of filling the memory.
+MAX_REVIEW_BYTES = 2**20
+MAX_ARCHIVE_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,10 @@ def _parse(name: str, raw: bytes) -> Review | None:
 def _from_archive(path: Path) -> Iterator[Review]:
     try:
         with tarfile.open(path, "r:*") as archive:
+            unpacked = 0
             for member in archive:
+                unpacked += member.size
+                _check_size(path, member.name, member.size, unpacked)
                 if member.isfile() and _REVIEW.search(member.name):
                     handle = archive.extractfile(member)
                     review = _parse(member.name, handle.read())
@@ -51,8 +59,21 @@ def _from_archive(path: Path) -> Iterator[Review]:
         raise UserError(f"{path} is truncated or not a readable tar archive ({exc})") from exc
 
 
+def _check_size(source: Path, name: str, size: int, total: int) -> None:
+    if total > MAX_ARCHIVE_BYTES:
+        raise UserError(f"{source} unpacks to more than {MAX_ARCHIVE_BYTES:,} bytes: not aclImdb")
+    if size > MAX_REVIEW_BYTES and _REVIEW.search(name):
+        raise UserError(f"{source}: {name} holds {size:,} bytes, far more than a review")
+
+
 def _from_directory(path: Path) -> Iterator[Review]:
+    total = 0
     for file in sorted(path.rglob("*.txt")):
+        if not file.is_file():
+            continue  # a directory, device or pipe that happens to end in .txt
+        size = file.stat().st_size
+        total += size
+        _check_size(path, file.relative_to(path).as_posix(), size, total)
         review = _parse(file.relative_to(path).as_posix(), file.read_bytes())
         if review:
             yield review

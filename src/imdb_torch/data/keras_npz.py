@@ -35,7 +35,13 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+# The real imdb.npz unpacks to about 80 MB; a crafted one is refused before it is unpacked
+# (its pickled lists grow about tenfold in memory, so the bound is kept low).
+MAX_NPZ_BYTES = 2**28
+
+
 def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    size = archive.getinfo(name).file_size
     with archive.open(name) as handle:
         version = np.lib.format.read_magic(handle)
         read_header = {
@@ -44,7 +50,10 @@ def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
         }.get(version)
         if read_header is None:
             raise ValueError(f"unsupported .npy version {version}")
-        _shape, _fortran, dtype = read_header(handle)
+        shape, _fortran, dtype = read_header(handle)
+        if not dtype.hasobject and int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > size:
+            # numpy would allocate what the header claims before reading a byte of it
+            raise ValueError(f"{name}'s header claims more data than the file holds")
         if dtype.hasobject:
             return _ArrayOnlyUnpickler(handle, encoding="latin1").load()
     with archive.open(name) as handle:
@@ -55,6 +64,8 @@ def read_imdb_npz(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of an ``imdb.npz``, checked for shape and content."""
     try:
         with zipfile.ZipFile(path) as archive:
+            if sum(info.file_size for info in archive.infolist()) > MAX_NPZ_BYTES:
+                raise UserError(f"{path} unpacks to more than {MAX_NPZ_BYTES:,} bytes")
             names = {name.removesuffix(".npy") for name in archive.namelist()}
             missing = [name for name in ARRAYS if name not in names]
             if missing:

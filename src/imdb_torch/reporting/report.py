@@ -8,7 +8,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from ..errors import UserError
 from ..fileio import atomic_path
+from .runs import checked_history, read_json
 
 EXPERIMENTS = ("lstm", "lstm-dropout", "lstm-2layer", "gru")
 FRAMEWORKS = ("keras", "imdb-torch")
@@ -31,8 +33,24 @@ def write_run(path: Path, record: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1))
 
 
+RUN_KEYS = {"framework": str, "experiment": str, "seed": int, "history": list,
+            "best_val_loss": float, "best_val_acc": float, "test_acc": float}  # fmt: skip
+
+
 def load_runs(results_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((results_dir / "runs").glob("*.json"))]
+    """The run records of ``results_dir/runs``, each checked to be one this program wrote."""
+    runs = []
+    for path in sorted((results_dir / "runs").glob("*.json")):
+        record = read_json(path)
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(key), (int, float) if kind is float else kind)
+            and not isinstance(record.get(key), bool)
+            for key, kind in RUN_KEYS.items()
+        ):
+            raise UserError(f"{path} is not a run record as reproduce.py writes it")
+        checked_history(record["history"], path)
+        runs.append(record)
+    return runs
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:

@@ -26,17 +26,56 @@ class Run:
 
 def run_dir_of(checkpoint: dict) -> Path | None:
     """The ``LOGDIR/NAME/version_N`` directory a checkpoint was written from, if recorded."""
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and state.get("dirpath"):
+    callbacks = checkpoint.get("callbacks", {})
+    for key, state in callbacks.items() if isinstance(callbacks, dict) else ():
+        if (
+            "Checkpoint" in key
+            and isinstance(state, dict)
+            and isinstance(state.get("dirpath"), str)
+        ):
             return Path(state["dirpath"]).parent
     return None
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise UserError(f"cannot read {path} ({exc})") from exc
+
+
+def checked_history(rows, source) -> list[dict[str, float]]:
+    """``history.json``'s rows, each with a whole epoch number and numbers for the metrics."""
+    if not isinstance(rows, list) or not all(_is_row(row) for row in rows):
+        raise UserError(f"{source}: not a history of epochs as train.py writes it")
+    return rows
+
+
+def _is_row(row) -> bool:
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("epoch"), int)
+        and all(_is_number(value) for key, value in row.items() if key != "epoch")
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def checked_test(record, source) -> dict | None:
+    """``test.json``: test loss and accuracy (numbers), or ``None`` with a warning."""
+    if isinstance(record, dict) and all(
+        _is_number(record.get(k)) for k in ("test_loss", "test_acc")
+    ):
+        return record
+    raise UserError(f"{source}: not a test result as test.py writes it")
+
+
+def version_number(run_dir: Path) -> int:
+    """N of ``version_N``; -1 for any other name (``version_0_backup``)."""
+    suffix = run_dir.name.removeprefix("version_")
+    return int(suffix) if suffix.isdigit() else -1
 
 
 def load_run(path: str | Path) -> Run:
@@ -44,29 +83,35 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if path.is_file():
         checkpoint = read_checkpoint(path)
+        callbacks = checkpoint.get("callbacks", {})
         history = next(
-            (state["epochs"] for key, state in checkpoint.get("callbacks", {}).items()
-             if key.startswith("EpochHistory")),
+            (state.get("epochs") for key, state in callbacks.items()
+             if key.startswith("EpochHistory") and isinstance(state, dict)),
             [],
-        )  # fmt: skip
+        ) if isinstance(callbacks, dict) else []  # fmt: skip
         run_dir = run_dir_of(checkpoint)
         test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
-        test = _read_json(test_file) if test_file and test_file.is_file() else None
-        return Run(name, list(history), test)
+        test = _test_of(test_file) if test_file and test_file.is_file() else None
+        return Run(name, checked_history(history, path), test)
     if not path.is_dir():
         raise UserError(f"{path} is neither a checkpoint nor a run directory")
     if not (path / HISTORY_FILE).is_file():
         versions = sorted(
-            (p for p in path.glob("version_*") if (p / HISTORY_FILE).is_file()),
-            key=lambda p: int(p.name.removeprefix("version_") or -1),
-        )
+            (p for p in path.glob("version_*")
+             if version_number(p) >= 0 and (p / HISTORY_FILE).is_file()),
+            key=version_number,
+        )  # fmt: skip
         if not versions:
             raise UserError(f"{path} holds no {HISTORY_FILE}: not a run directory of train.py")
         path = versions[-1]
     test_file = path / TEST_FILE
     return Run(
         f"{path.parent.name}/{path.name}",
-        _read_json(path / HISTORY_FILE),
-        _read_json(test_file) if test_file.is_file() else None,
+        checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE),
+        _test_of(test_file) if test_file.is_file() else None,
     )
+
+
+def _test_of(test_file: Path) -> dict:
+    return checked_test(read_json(test_file), test_file)

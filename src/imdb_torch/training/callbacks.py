@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import RunConfig
+from ..errors import UserError
 from ..fileio import atomic_path
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -103,3 +106,59 @@ class RunSettings(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RUN_SETTINGS_KEY] = asdict(self.run)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the run stops, and nothing of that epoch is saved."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops a run whose epoch loss is no longer a finite number.
+
+    Lightning calls it before its checkpoint callbacks, so the best and last checkpoints stay
+    those of the last finite epoch; the error names the epoch and the best checkpoint kept.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # One wait for the device per epoch; every process takes part in the sum.
+        counted = getattr(pl_module, "nonfinite_losses", None)
+        batches = 0 if counted is None else int(trainer.strategy.reduce(counted, reduce_op="sum"))
+        if batches:
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint else ""
+            kept = f"the best checkpoint so far is kept: {best}" if best else "nothing was saved"
+            raise TrainingDiverged(
+                f"the loss became NaN or infinite in {batches} batch(es) of epoch "
+                f"{trainer.current_epoch + 1}, so training stopped (a smaller --lr or "
+                f"--grad-clip may help); {kept}"
+            )
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose saved paths follow the run directory.
+
+    A checkpoint records where its run wrote (``dirpath``, the best and last files). A run
+    resumed after its directory was moved, or from another working directory, would otherwise
+    find the record stale: Lightning then forgets the best so far and writes ``last-v1.ckpt``
+    beside ``last.ckpt``. The record is moved to where the run is now.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and os.path.abspath(old) != os.path.abspath(new):
+            state_dict = _moved(state_dict, old, new)
+        super().load_state_dict(state_dict)
+
+
+def _moved(state: dict, old: str, new: str) -> dict:
+    def move(path):
+        if isinstance(path, str) and path and os.path.dirname(path) == old:
+            return os.path.join(new, os.path.basename(path))
+        return path
+
+    moved = {key: move(value) for key, value in state.items()}
+    moved["dirpath"] = new
+    moved["best_k_models"] = {
+        move(path): score for path, score in state.get("best_k_models", {}).items()
+    }
+    return moved

@@ -20,6 +20,9 @@ from ..fileio import atomic_path
 from .callbacks import RUN_SETTINGS_KEY
 from .module import CHECKPOINT_MARK, SentimentClassifier
 
+# Far above any model this program trains (the strong preset's checkpoints are a few MB).
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, checked to come from this program's training."""
@@ -29,6 +32,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         # torch.save writes a zip archive; anything else is damaged or not a checkpoint.
         raise UserError(f"{path} is not a readable checkpoint (corrupt or truncated?)")
+    _check_integrity(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -43,7 +47,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     needed = (CHECKPOINT_MARK, "state_dict", "hyper_parameters")
     if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in needed):
         raise UserError(f"{path} is a PyTorch file but not an imdb-torch checkpoint")
+    state, hparams = checkpoint["state_dict"], checkpoint["hyper_parameters"]
+    if not isinstance(hparams, dict) or not isinstance(state, dict):
+        raise UserError(f"{path}: its settings or weights are not tables, as this program writes")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UserError(f"{path}: weight {name!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: weight {name!r} holds NaN or infinite values; not used")
     return checkpoint
+
+
+def _check_integrity(path: Path) -> None:
+    """Every member's CRC-32, as torch.save wrote it: a flipped byte in the weights is found
+    here, where loading would take it silently."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if sum(info.file_size for info in archive.infolist()) > MAX_CHECKPOINT_BYTES:
+                raise UserError(f"{path} unpacks to more than {MAX_CHECKPOINT_BYTES:,} bytes")
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable checkpoint (corrupt or truncated?)") from exc
+    if damaged is not None:
+        raise UserError(f"{path} is corrupt: its part {damaged!r} fails its checksum")
 
 
 def model_from_checkpoint(
@@ -93,13 +119,30 @@ def settings_from_checkpoint(checkpoint: dict[str, Any]) -> Settings:
 
 
 def datamodule_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    return dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    """The data module's settings, checked as flags are (``IMDBDataModule(**settings)``)."""
+    settings = checkpoint.get("datamodule_hyper_parameters", {})
+    if not isinstance(settings, dict):
+        raise UserError("the checkpoint's data settings are not a table")
+    known = set(DataConfig.__dataclass_fields__) | {"num_words"}
+    unknown = set(settings) - known
+    if unknown:
+        raise UserError(f"the checkpoint's data settings hold unknown keys: {sorted(unknown)}")
+    data = {key: value for key, value in settings.items() if key != "num_words"}
+    try:
+        DataConfig(**data).check()
+        ModelConfig(num_words=settings.get("num_words", 500)).check()
+    except UserError as exc:
+        raise UserError(f"the checkpoint's data settings are invalid: {exc}") from None
+    return dict(settings)
 
 
 def vocabulary(checkpoint: dict[str, Any]) -> list[str]:
     """Words by rank that the model was trained with (``words[r - 1]`` has index ``r + 3``)."""
     state = checkpoint.get("IMDBDataModule", {})
-    return list(state.get("words", []))
+    words = state.get("words", []) if isinstance(state, dict) else None
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        raise UserError("the checkpoint's vocabulary is not a list of words")
+    return list(words)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -70,9 +70,12 @@ class SentimentClassifier(L.LightningModule):
         self.loss_fn = nn.BCEWithLogitsLoss()  # binary_crossentropy on the sigmoid's output
         # Epoch values as Keras reports them: the loss averaged with batch sizes as weights,
         # and the accuracy over every review of the epoch.
-        self.train_loss, self.train_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
-        self.val_loss, self.val_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
-        self.test_loss, self.test_acc = MeanMetric(), BinaryAccuracy(validate_args=False)
+        self.train_loss, self.train_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
+        self.val_loss, self.val_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
+        self.test_loss, self.test_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
+        # Batches whose loss was NaN or infinite this epoch (StopOnNonFiniteLoss reads it):
+        # a tensor added to on the loss's device, so counting costs no wait for the device.
+        self.nonfinite_losses: torch.Tensor | None = None
         self.test_probabilities: list[torch.Tensor] = []
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,11 @@ class SentimentClassifier(L.LightningModule):
         tokens, labels = batch
         logits = self.net(tokens)
         loss = self.loss_fn(logits, labels)
+        if stage != "test":
+            bad = (~torch.isfinite(loss.detach())).long()
+            self.nonfinite_losses = (
+                bad if self.nonfinite_losses is None else self.nonfinite_losses + bad
+            )
         epoch_loss.update(loss.detach(), weight=len(labels))
         # Probabilities, not logits: torchmetrics reads a batch whose values all lie in [0, 1]
         # as probabilities, which small logits can be.
@@ -116,6 +124,7 @@ class SentimentClassifier(L.LightningModule):
 
     # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
     def on_train_epoch_start(self) -> None:
+        self.nonfinite_losses = None
         self.train_loss.reset()
         self.train_acc.reset()
 
@@ -174,3 +183,8 @@ class SentimentClassifier(L.LightningModule):
         return keras_parameter_count(
             m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
         )
+
+
+def _epoch_mean() -> MeanMetric:
+    # A non-finite batch is counted apart (nonfinite_losses) and left out here, quietly.
+    return MeanMetric(nan_strategy="ignore")

@@ -14,7 +14,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from ..config import Settings
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from .callbacks import EpochHistory, RandomState, RunSettings
+from .callbacks import (
+    EpochHistory,
+    RandomState,
+    RunCheckpoint,
+    RunSettings,
+    StopOnNonFiniteLoss,
+)
 from .checkpoint import AtomicCheckpointIO
 from .module import SentimentClassifier
 
@@ -86,7 +92,7 @@ def prepare(
         datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
     model = SentimentClassifier(settings.model, settings.optim, fused_rnn=fused_rnn)
     history = EpochHistory()
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         monitor="val_loss",
         mode="min",
         save_top_k=1,
@@ -105,6 +111,7 @@ def prepare(
         precision=hardware.precision,
         logger=TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False),
         callbacks=[
+            StopOnNonFiniteLoss(),  # before anything of a broken epoch is written
             history,
             RandomState(),
             RunSettings(settings.run),

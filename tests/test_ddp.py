@@ -1,0 +1,94 @@
+"""Two processes on the CPU (Lightning's DDP over gloo) train as one process does on the same
+global batches; one rank writes the run's files; a multi-process run resumes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DistributedSampler
+
+from imdb_torch.config import Settings
+from imdb_torch.data.datamodule import IMDBDataModule
+from imdb_torch.training.module import SentimentClassifier
+
+from .conftest import validation_by_hand
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"num_words": 30, "maxlen": 20, "batch_size": 16, "lr": 0.01, "seed": 7}
+FLAGS = ["--num-words", "30", "--maxlen", "20", "--batch-size", "16", "--lr", "0.01",
+         "--seed", "7", "--patience", "9", "--preset", "lstm", "--no-progress",
+         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]  # fmt: skip
+
+
+def train(tmp_path, data, *extra):
+    env = {**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--data", str(data), *FLAGS,
+         "--logdir", str(tmp_path / "logs"), "--save", str(tmp_path / "best.ckpt"), *extra],
+        capture_output=True, text=True, timeout=300, env=env,  # a hang fails here
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def one_process_on_the_same_global_batches(data, epochs: int) -> SentimentClassifier:
+    """What DDP computes, by hand: rank r's batch j holds the global batch's r-th, (r+2)-th …
+    reviews of DistributedSampler's order, so together a batch of 32 in that order."""
+    settings = Settings.from_flat({**SETTINGS, "data": str(data)})
+    L.seed_everything(7, verbose=False)
+    model = SentimentClassifier(settings.model, settings.optim)
+    datamodule = IMDBDataModule(str(data), num_words=30, maxlen=20, batch_size=16)
+    datamodule.setup("fit")
+    optimizer = model.configure_optimizers()
+    sampler = DistributedSampler(datamodule.train_set, num_replicas=1, rank=0, seed=7)
+    model.train()
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        for rows in order.split(2 * 16):
+            tokens, labels = datamodule.train_set.__getitems__(rows.tolist())
+            loss = model.loss_fn(model(tokens), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def test_two_processes_train_as_one_and_write_the_run_once(tiny_tarball, tmp_path):
+    train(tmp_path, tiny_tarball, "--max-epochs", "2")
+    run_dir = tmp_path / "logs" / "lstm" / "version_0"
+    assert sorted(p.name for p in (tmp_path / "logs" / "lstm").iterdir()) == ["version_0"]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert (run_dir / "loss.png").is_file() and (tmp_path / "best.ckpt").is_file()
+    rows = json.loads((run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in rows] == [1, 2]
+
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference = one_process_on_the_same_global_batches(tiny_tarball, epochs=2)
+    moved = 0.0
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(last[name], value, rtol=0, atol=1e-5, msg=name)
+    start = SentimentClassifier(Settings.from_flat(SETTINGS).model).state_dict()
+    moved = max((reference.state_dict()[n] - v).abs().max().item() for n, v in start.items())
+    assert moved > 1e-3  # the comparison is of trained weights, not of the initial ones
+
+    # The validation figures are the whole validation set's, not one rank's half.
+    datamodule = IMDBDataModule(str(tiny_tarball), num_words=30, maxlen=20, batch_size=16)
+    datamodule.setup("fit")
+    loss, accuracy, count = validation_by_hand(reference, datamodule)
+    assert count == 16
+    assert abs(rows[-1]["val_loss"] - loss) < 1e-5 and abs(rows[-1]["val_acc"] - accuracy) < 1e-6
+
+
+def test_a_multi_process_run_resumes(tiny_tarball, tmp_path):
+    train(tmp_path, tiny_tarball, "--max-epochs", "1")
+    done = train(tmp_path, tiny_tarball, "--resume", "--max-epochs", "2")
+    assert "resuming" in done.stdout
+    run_dir = tmp_path / "logs" / "lstm" / "version_0"
+    rows = json.loads((run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "logs" / "lstm").iterdir()) == ["version_0"]

@@ -1,0 +1,217 @@
+"""Resuming as the README says (relative paths, another working directory, a moved run, one
+process at a time), settings refused before any work, and a loss that stops being a number."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_torch.cli import train as train_cli
+from imdb_torch.fileio import run_lock
+from imdb_torch.training.module import SentimentClassifier
+
+from .test_reliability import flags, history
+
+
+def relative_flags(data, *extra):
+    return ["--data", str(data), "--maxlen", "40", "--num-words", "30", "--batch-size", "16",
+            "--optimizer", "adam", "--lr", "0.002", "--patience", "9", "--seed", "3",
+            "--no-progress", "--save", "best.ckpt", *extra]  # fmt: skip
+
+
+def checkpoint_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_resuming_twice_with_the_default_relative_logdir(tmp_path, tiny_tarball, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(relative_flags(tiny_tarball, "--max-epochs", "1")) == 0
+    for epochs in ("2", "3"):
+        assert train_cli.main(relative_flags(tiny_tarball, "--resume", "--max-epochs", epochs)) == 0
+    run_dir = tmp_path / "lightning_logs" / "lstm" / "version_0"
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]  # no epoch trained twice
+    files = checkpoint_files(run_dir)
+    assert files.count("last.ckpt") == 1 and not any(f.startswith("last-v") for f in files), files
+    assert len([f for f in files if f.startswith("best-")]) == 1, files
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_resuming_from_another_directory_and_after_the_run_moved(tmp_path, tiny_tarball,
+                                                                   monkeypatch):  # fmt: skip
+    assert train_cli.main(flags(tiny_tarball, tmp_path / "a", "--max-epochs", "1")) == 0
+    shutil.move(tmp_path / "a", tmp_path / "b")  # the whole log directory moves
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    last = Path("..") / "b" / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    save = ["--save", str(tmp_path / "b" / "best.ckpt")]
+    assert train_cli.main(["--resume", str(last), "--max-epochs", "2", *save]) == 0
+    assert train_cli.main(["--resume", str(last), "--max-epochs", "3", *save]) == 0
+    run_dir = tmp_path / "b" / "lstm" / "version_0"
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
+    files = checkpoint_files(run_dir)
+    assert "last.ckpt" in files and not any(f.startswith("last-v") for f in files), files
+    assert len([f for f in files if f.startswith("best-")]) == 1, files
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_run_in_use_is_not_resumed_by_a_second_process(tmp_path, tiny_tarball, capsys):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    run_dir = tmp_path / "lstm" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with run_lock(run_dir):  # as a first resume would hold it
+        code = train_cli.main(["--resume", str(last), "--max-epochs", "2",
+                               "--save", str(tmp_path / "b.ckpt")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "in use by another training" in err
+    assert last.read_bytes() == before
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, tiny_tarball, capsys):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "2")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(last), "--save", str(tmp_path / "b.ckpt")]) == 0
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "has finished (2 of at most 2 epochs" in out
+
+
+def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_tarball):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    checkpoints = tmp_path / "lstm" / "version_0" / "checkpoints"
+    orphan = checkpoints / ".last.ckpt.x1y2z3.tmp"  # as atomic_path names them
+    orphan.write_bytes(b"half a checkpoint")
+    assert train_cli.main(["--resume", str(checkpoints / "last.ckpt"), "--max-epochs", "2",
+                           "--save", str(tmp_path / "b.ckpt")]) == 0  # fmt: skip
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "phrase"),
+    [
+        ("--lr", "nan", "--lr must be a finite number"),
+        ("--lr", "inf", "--lr must be a finite number"),
+        ("--lr", "100", "--lr must be at most 10"),
+        ("--grad-clip", "nan", "--grad-clip must be a finite number"),
+        ("--dropout", "nan", "--dropout must be a finite number"),
+        ("--ema", "nan", "--ema must be a finite number"),
+        ("--val-size", "nan", "--val-size must be a finite number"),
+        ("--val-size", "0.99999", "leaves"),
+        ("--seed", "-1", "--seed must be a whole number from 0"),
+        ("--seed", str(2**32), "--seed must be a whole number from 0"),
+        ("--split-seed", "-5", "--split-seed must be a whole number from 0"),
+        ("--num-workers", "-1", "--num-workers must be a whole number from 0"),
+        ("--num-layers", "1000000", "--num-layers must be a whole number from 1 to 16"),
+        ("--accelerator", "banana", "--accelerator 'banana': choose from"),
+        ("--accelerator", "gpu", "no CUDA GPU is available here"),
+        ("--precision", "8-bit", "--precision '8-bit': choose from"),
+        ("--precision", "16-mixed", "--precision 16-mixed needs a GPU"),
+        ("--precision", "bf16-mixed", "--precision bf16-mixed needs a GPU"),
+        ("--devices", "two", "--devices 'two'"),
+        ("--devices", "0", "--devices '0'"),
+        ("--strategy", "nope", "--strategy 'nope'"),
+        ("--name", "../escape", "--name '../escape': give a plain name"),
+        ("--seed", "abc", "expected a int, got 'abc'"),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_any_work(tmp_path, tiny_tarball, capsys, flag,
+                                                        value, phrase):  # fmt: skip
+    if torch.cuda.is_available() and value == "gpu":
+        pytest.skip("this machine has a GPU")
+    logdir = tmp_path / "logs"  # not made yet: a run directory in it would be a leftover
+    args = relative_flags(tiny_tarball, "--logdir", str(logdir), "--save", str(tmp_path / "b.ckpt"))
+    try:
+        code = train_cli.main([*args, flag, value])
+    except SystemExit as exit_info:  # argparse's own one-line errors
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert phrase in err, err
+    assert not logdir.exists() or not any(logdir.rglob("version_*")), "a run directory was made"
+
+
+def test_a_logdir_that_is_a_file(tmp_path, tiny_tarball, capsys):
+    (tmp_path / "logs").write_text("not a directory")
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--logdir", str(tmp_path / "logs")))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is a file, not a directory" in err
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best(
+    tmp_path, tiny_tarball, capsys, monkeypatch
+):
+    step = SentimentClassifier.training_step
+
+    def breaks_in_epoch_3(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * float("nan") if self.current_epoch == 2 else loss
+
+    monkeypatch.setattr(SentimentClassifier, "training_step", breaks_in_epoch_3)
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "5"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "the loss became NaN or infinite in" in err and "of epoch 3" in err
+    assert "best checkpoint so far is kept" in err
+    run_dir = tmp_path / "lstm" / "version_0"
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # the last finite epoch
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    weights = torch.load(best, weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_files_get_the_users_permissions(tmp_path, tiny_tarball):
+    previous = os.umask(0o022)
+    try:
+        assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    finally:
+        os.umask(previous)
+    run_dir = tmp_path / "lstm" / "version_0"
+    for path in [tmp_path / "best.ckpt", run_dir / "history.json", run_dir / "loss.png",
+                 run_dir / "checkpoints" / "last.ckpt"]:  # fmt: skip
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_full_disk_is_found_before_training(tmp_path, tiny_tarball, capsys, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))
+    code = train_cli.main(flags(tiny_tarball, tmp_path / "logs"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "bytes are free" in err
+    assert not any((tmp_path / "logs").rglob("version_*"))
+
+
+def test_a_disk_that_fills_while_saving_is_one_line(tmp_path, tiny_tarball, capsys, monkeypatch):
+    from imdb_torch.training.checkpoint import AtomicCheckpointIO
+
+    def full(self, checkpoint, path, storage_options=None):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full)
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "the disk is full" in err
+
+
+def test_history_json_is_valid_after_resume(tmp_path, tiny_tarball):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    rows = json.loads((tmp_path / "lstm" / "version_0" / "history.json").read_text())
+    assert rows[0]["epoch"] == 1
+
+
+def test_stale_temporary_files_in_the_cache_are_cleared(tmp_path, tiny_tarball, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("IMDB_TORCH_CACHE", str(cache))
+    stale, fresh = cache / ".corpus-a.npz.1.tmp", cache / ".corpus-b.npz.2.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"half written")
+    os.utime(stale, (1, 1))  # left by a run killed long ago
+    assert train_cli.main(flags(tiny_tarball, tmp_path / "logs", "--max-epochs", "1")) == 0
+    assert not stale.exists() and fresh.exists()  # another run may still be writing that one

@@ -1,0 +1,36 @@
+"""A second Ctrl-C or SIGTERM ends a process that does not stop after the first."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+STUCK = textwrap.dedent("""
+    import signal, threading
+    from imdb_torch.cli.common import second_signal_ends_it
+    signal.signal(signal.SIGTERM, lambda *args: None)  # notes it and goes on, as a stuck run
+    signal.signal(signal.SIGINT, lambda *args: None)
+    with second_signal_ends_it(lambda: print("ending the other ranks", flush=True)):
+        print("ready", flush=True)
+        threading.Event().wait()  # for ever
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_ends_a_process_that_does_not_stop(signum):
+    process = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signum)
+        time.sleep(0.5)
+        assert process.poll() is None  # the first only asks
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "ending the other ranks" in out and "second interrupt: stopping at once" in err
