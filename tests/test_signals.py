@@ -34,3 +34,33 @@ def test_a_second_signal_ends_a_process_that_does_not_stop(signum):
         process.kill()
     assert process.returncode == 130
     assert "ending the other ranks" in out and "second interrupt: stopping at once" in err
+
+
+FORKED = textwrap.dedent("""
+    import os, signal, threading, time
+    from imdb_torch.cli.common import second_signal_ends_it
+    signal.signal(signal.SIGINT, lambda *args: None)
+    with second_signal_ends_it():
+        child = os.fork()  # as a DataLoader worker is
+        if child == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # the worker's own copy of a Ctrl-C
+            time.sleep(0.2)
+            os._exit(0)
+        os.waitpid(child, 0)
+        print("ready", flush=True)
+        threading.Event().wait(3)
+        print("still running", flush=True)
+""")
+
+
+def test_a_forked_childs_signal_does_not_count_as_the_parents():
+    process = subprocess.Popen([sys.executable, "-c", FORKED], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)  # the parent's first
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "still running" in out

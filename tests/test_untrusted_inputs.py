@@ -183,13 +183,14 @@ def test_the_cache_grows_with_the_data_not_with_its_longest_word(tmp_path):
     assert again.words == corpus.words
 
 
-def test_an_npz_header_claiming_more_than_the_file_holds(tmp_path):
+@pytest.mark.parametrize("length", [10**10, 10**30])
+def test_an_npz_header_claiming_more_than_the_file_holds(tmp_path, length):
     path = tmp_path / "imdb.npz"
     with zipfile.ZipFile(path, "w") as archive:
         for name in ("x_train", "y_train", "x_test", "y_test"):
             buffer = io.BytesIO()
             np.lib.format.write_array_header_1_0(
-                buffer, {"descr": "<i8", "fortran_order": False, "shape": (10**10,)}
+                buffer, {"descr": "<i8", "fortran_order": False, "shape": (length,)}
             )
             archive.writestr(name + ".npy", buffer.getvalue() + bytes(16))
     with pytest.raises(UserError, match="header claims more data"):

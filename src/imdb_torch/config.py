@@ -21,6 +21,7 @@ POOLINGS = ("last", "max", "mean-max")
 OPTIMIZERS = ("rmsprop", "adam")
 INITS = ("keras", "torch")
 SIDES = ("pre", "post")
+MAX_EMBEDDING_WEIGHTS = 200_000_000  # 800 MB of float32, 2.4 GB with Adam's two moments
 DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3}  # the lesson's RMSprop rate; Keras's Adam default
 
 
@@ -67,6 +68,11 @@ class ModelConfig:
         _within("hidden_size", self.hidden_size, 1, 4096)
         _within("num_layers", self.num_layers, 1, 16)
         _within("num_words", self.num_words, 5, 2_000_000)  # 0-3 are reserved (data/text.py)
+        if self.num_words * self.embedding_dim > MAX_EMBEDDING_WEIGHTS:
+            raise UserError(
+                f"--num-words {self.num_words} x --embedding-dim {self.embedding_dim} weights "
+                f"exceed {MAX_EMBEDDING_WEIGHTS:,}; choose a smaller vocabulary or width"
+            )
         _fraction("dropout", self.dropout)
         _fraction("word_dropout", self.word_dropout)
 

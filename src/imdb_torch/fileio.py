@@ -89,10 +89,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp makes the file private (0600); what the user keeps and shares gets the
-    # permissions any new file of theirs gets.
-    tmp.chmod(0o666 & ~_umask())
     try:
+        # mkstemp makes the file private (0600); what the user keeps and shares gets the
+        # permissions any new file of theirs gets (where the filesystem has permissions).
+        with contextlib.suppress(OSError):
+            tmp.chmod(0o666 & ~_umask())
         yield tmp
         os.replace(tmp, target)
     except BaseException:

@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
+import lightning as L
 import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
@@ -92,7 +93,10 @@ def hardware_from_flags(args) -> Hardware:
         raise UserError(
             f"--accelerator {args.accelerator!r}: choose from {', '.join(ACCELERATORS)}"
         )
-    if args.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    wants_cuda = args.accelerator == "cuda" or (
+        args.accelerator == "gpu" and not torch.backends.mps.is_available()  # gpu: mps, too
+    )
+    if wants_cuda and not torch.cuda.is_available():
         raise UserError(f"--accelerator {args.accelerator}: no CUDA GPU is available here")
     if args.accelerator == "mps" and not torch.backends.mps.is_available():
         raise UserError("--accelerator mps: Apple's MPS is not available here")
@@ -108,6 +112,13 @@ def hardware_from_flags(args) -> Hardware:
         # kernel on many processors; the lesson's models gain nothing from it there anyway.
         raise UserError(f"--precision {args.precision} needs a GPU; on the CPU use 32-true")
     devices = devices_value(args.devices)
+    if on_cpu and devices != "auto" and not (isinstance(devices, int) and devices >= 1):
+        raise UserError(f"--devices {args.devices}: on the CPU give a number of processes, e.g. 2")
+    if not on_cpu and torch.cuda.is_available():
+        wanted = devices if isinstance(devices, list) else []
+        count = torch.cuda.device_count()
+        if (isinstance(devices, int) and devices > count) or any(i >= count for i in wanted):
+            raise UserError(f"--devices {args.devices}: this machine has {count} GPU(s)")
     strategy = getattr(args, "strategy", "auto")
     known = ("auto", *StrategyRegistry.available_strategies())
     if strategy not in known:
@@ -156,6 +167,7 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    _PIPE[:] = [read_end, write_end]
     previous_term = signal.getsignal(signal.SIGTERM)
     if previous_term in (signal.SIG_DFL, None):
         # A handler of Python's own, so the signal reaches the pipe instead of killing
@@ -177,6 +189,7 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)
+        _PIPE.clear()
         if previous_term in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(write_end)  # the watching thread reads the pipe's end and returns
@@ -184,3 +197,30 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
 
 def _interrupt_on_sigterm(signum, frame):
     raise KeyboardInterrupt
+
+
+_PIPE: list[int] = []  # the wake-up pipe while second_signal_ends_it runs
+
+
+def _forget_pipe_in_child() -> None:
+    # A forked child (a DataLoader worker, a ddp_fork rank) shares the process group: its own
+    # copy of a Ctrl-C must not count as a second one in the parent's pipe.
+    if _PIPE:
+        signal.set_wakeup_fd(-1)
+        for fd in _PIPE:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _PIPE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pipe_in_child)
+
+
+class HearSecondInterrupt(L.Callback):
+    """After Ctrl-C, Lightning ignores SIGINT while it shuts down, so a second Ctrl-C would
+    never reach ``second_signal_ends_it``; a do-nothing handler lets it through."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, lambda signum, frame: None)

@@ -62,8 +62,8 @@ def _read_reviews(args) -> list[str]:
     else:
         if args.file:
             path = Path(args.file)
-            if not path.is_file():
-                raise UserError(f"--file {path}: not a regular file")
+            if path.is_dir():
+                raise UserError(f"--file {path}: a directory, not a file of reviews")
             try:
                 data = path.read_bytes()
             except OSError as exc:

@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    hardware = hardware_from_flags(args)
+    if args.batch_size > 65536:
+        raise UserError(f"--batch-size must be at most 65536, got {args.batch_size}")
     checkpoint = read_checkpoint(args.ckpt)
     model = model_from_checkpoint(checkpoint, fused_rnn=not args.plain_rnn)
     quiet_lightning()
@@ -79,7 +82,6 @@ def _main(argv: Sequence[str] | None) -> int:
             "evaluate on the same data source (--data) the model was trained on"
         )
 
-    hardware = hardware_from_flags(args)
     metrics = evaluate(model, datamodule, hardware)
     probabilities = torch.cat(model.test_probabilities).numpy()
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
@@ -95,21 +97,22 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"{'':>10}{'negative':>10}{'positive':>10}")
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
-    _record(checkpoint, Path(args.ckpt), metrics, len(labels), datamodule.source_record())
+    data = datamodule.source_record()
+    _record(checkpoint, Path(args.ckpt), metrics, len(labels), data, args.data is not None)
     return 0
 
 
-def _record(checkpoint: dict, ckpt_path: Path, metrics: dict, reviews: int, data: dict) -> None:
+def _record(
+    checkpoint: dict, ckpt_path: Path, metrics: dict, reviews: int, data: dict, other_data: bool
+) -> None:
     """Leave the result in the run directory, where compare.py finds it: only a measurement
     on the data the run was trained on, and only in the run that holds this checkpoint."""
     run_dir = _own_run_dir(checkpoint, ckpt_path)
     if run_dir is None:
         return
+    # 0.1 recorded no source: there the data is the run's own unless --data named another.
     recorded = checkpoint.get("IMDBDataModule", {}).get("source")
-    if recorded:
-        same_data = recorded.get("fingerprint") == data["fingerprint"]
-    else:  # 0.1 recorded the path only
-        same_data = datamodule_settings(checkpoint).get("data") == data["path"]
+    same_data = recorded.get("fingerprint") == data["fingerprint"] if recorded else not other_data
     if not same_data:
         print(f"\n(measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
               "left as it was)")  # fmt: skip

@@ -25,12 +25,14 @@ from ..config import (
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
+from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
 from ..training.module import SentimentClassifier
 from ..training.trainer import prepare
 from .common import (
     ArgumentParser,
+    HearSecondInterrupt,
     add_hardware_flags,
     hardware_from_flags,
     positive_int,
@@ -151,6 +153,7 @@ def _main(argv: Sequence[str] | None) -> int:
             settings, logdir=logdir, name=name, version=version, hardware=hardware,
             progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
         )  # fmt: skip
+        run.trainer.callbacks.append(HearSecondInterrupt())
         if run.trainer.is_global_zero:
             print(f"experiment {name}: {_parameter_line(run.model)}")
         try:
@@ -162,13 +165,15 @@ def _main(argv: Sequence[str] | None) -> int:
             _explain_interrupt(run.checkpoint.last_model_path)
             return 130
         except OSError as exc:
-            raise _disk_full(exc) from exc
+            _raise_if_disk_full(exc)
+            raise
         if not run.trainer.is_global_zero:
             return 0
         try:
             return _finish(run, save_path, name)
         except OSError as exc:
-            raise _disk_full(exc) from exc
+            _raise_if_disk_full(exc)
+            raise
 
 
 def _end_other_ranks(run) -> None:
@@ -212,8 +217,11 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
 def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None:
     """Room for the checkpoints (weights and optimiser state) where they will go: a full disk
     is better found before training than after it."""
-    model = SentimentClassifier(settings.model, settings.optim, fused_rnn=False)
-    needed = 4 * 3 * sum(p.numel() for p in model.parameters()) + 2**20
+    m = settings.model
+    parameters = keras_parameter_count(
+        m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
+    )  # nn.LSTM's second bias adds under a percent
+    needed = 4 * 3 * parameters + 2**20
     for place in (save_path.parent, logdir):
         existing = next(p for p in (place, *place.parents) if p.exists())
         free = shutil.disk_usage(existing).free
@@ -224,13 +232,12 @@ def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None
             )
 
 
-def _disk_full(exc: OSError) -> Exception:
+def _raise_if_disk_full(exc: OSError) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(
+        raise UserError(
             f"the disk is full ({exc.filename or 'while saving'}); the files written before "
             "are intact: free some space and continue with --resume"
-        )
-    return exc
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -242,9 +249,10 @@ def _held(run_dir: Path):
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
-        for directory in (run_dir, run_dir / "checkpoints"):
-            if directory.is_dir():
-                remove_stale_temporaries(directory)
+        # test.py may be writing test.json beside the checkpoints, without the lock.
+        remove_stale_temporaries(run_dir, older_than=60)
+        if (run_dir / "checkpoints").is_dir():
+            remove_stale_temporaries(run_dir / "checkpoints")
         yield
 
 
@@ -289,7 +297,7 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
         run_dir = path.resolve().parent.parent
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
-        if not run_dir.name.startswith("version_"):
+        if _version_number(run_dir) < 0:
             raise UserError(
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
@@ -321,10 +329,10 @@ def _explain_interrupt(last_model_path: str) -> None:
 
 
 def _version_number(run_dir: Path) -> int:
-    try:
-        return int(run_dir.name.removeprefix("version_"))
-    except ValueError:
-        return -1
+    """N of ``version_N`` as Lightning names it; -1 for any other name (``version_0_backup``,
+    ``version_007``), which a logger given N would not write into."""
+    number = run_dir.name.removeprefix("version_")
+    return int(number) if number.isdigit() and str(int(number)) == number else -1
 
 
 def _claim_version(experiment_dir: Path) -> int | None:

@@ -7,6 +7,7 @@ asks for; here the unpickler accepts nothing but NumPy's own array reconstructio
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -51,7 +52,7 @@ def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
         if read_header is None:
             raise ValueError(f"unsupported .npy version {version}")
         shape, _fortran, dtype = read_header(handle)
-        if not dtype.hasobject and int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > size:
+        if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size:
             # numpy would allocate what the header claims before reading a byte of it
             raise ValueError(f"{name}'s header claims more data than the file holds")
         if dtype.hasobject:

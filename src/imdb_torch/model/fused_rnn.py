@@ -319,10 +319,23 @@ def run_fused(rnn: nn.LSTM | nn.GRU, x: torch.Tensor):
 
 
 class _FusedForward:
-    """The twins' forward: the kernel where it covers the call, else the module's own."""
+    """The twins' forward: the kernel where it covers the call, else the module's own.
+
+    ``use_fused_kernel`` swaps in only modules the kernel supports, so what is left to check
+    at each call is the input: ``fused_covers`` without its module half, as it runs per step.
+    """
 
     def forward(self, input, hx=None):
-        if hx is None and fused_covers(self, input) and kernel_available():
+        if (
+            hx is None
+            and isinstance(input, torch.Tensor)
+            and input.dim() == 3
+            and input.shape[1] > 0
+            and input.device.type == "cpu"
+            and input.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and kernel_available()
+        ):
             return run_fused(self, input)
         return super().forward(input, hx)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -120,18 +121,18 @@ class StopOnNonFiniteLoss(L.Callback):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # One wait for the device per epoch; every process takes part in the sum.
-        counted = getattr(pl_module, "nonfinite_losses", None)
-        batches = 0 if counted is None else int(trainer.strategy.reduce(counted, reduce_op="sum"))
-        if batches:
-            checkpoint = trainer.checkpoint_callback
-            best = checkpoint.best_model_path if checkpoint else ""
-            kept = f"the best checkpoint so far is kept: {best}" if best else "nothing was saved"
-            raise TrainingDiverged(
-                f"the loss became NaN or infinite in {batches} batch(es) of epoch "
-                f"{trainer.current_epoch + 1}, so training stopped (a smaller --lr or "
-                f"--grad-clip may help); {kept}"
-            )
+        # The epoch's metrics are the same on every process (torchmetrics syncs them), so
+        # every process stops alike.
+        for key in ("train_loss", "val_loss"):
+            value = trainer.callback_metrics.get(key)
+            if value is not None and not math.isfinite(float(value)):
+                checkpoint = trainer.checkpoint_callback
+                best = checkpoint.best_model_path if checkpoint else ""
+                kept = f"the best checkpoint so far is kept: {best}" if best else "nothing saved"
+                raise TrainingDiverged(
+                    f"{key} became {float(value)} in epoch {trainer.current_epoch + 1}, so "
+                    f"training stopped (a smaller --lr or --grad-clip may help); {kept}"
+                )
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -143,9 +144,15 @@ class RunCheckpoint(ModelCheckpoint):
     beside ``last.ckpt``. The record is moved to where the run is now.
     """
 
+    @property
+    def state_key(self) -> str:
+        # Lightning files callback state under the class's name: kept as ModelCheckpoint's,
+        # so checkpoints written with Lightning's own class resume alike.
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and os.path.abspath(old) != os.path.abspath(new):
+        if old and new and old != new:  # Lightning compares the strings as they are
             state_dict = _moved(state_dict, old, new)
         super().load_state_dict(state_dict)
 

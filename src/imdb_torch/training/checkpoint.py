@@ -21,7 +21,7 @@ from .callbacks import RUN_SETTINGS_KEY
 from .module import CHECKPOINT_MARK, SentimentClassifier
 
 # Far above any model this program trains (the strong preset's checkpoints are a few MB).
-MAX_CHECKPOINT_BYTES = 2 * 1024**3
+MAX_CHECKPOINT_BYTES = 4 * 1024**3
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

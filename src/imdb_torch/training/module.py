@@ -73,9 +73,6 @@ class SentimentClassifier(L.LightningModule):
         self.train_loss, self.train_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
         self.val_loss, self.val_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
         self.test_loss, self.test_acc = _epoch_mean(), BinaryAccuracy(validate_args=False)
-        # Batches whose loss was NaN or infinite this epoch (StopOnNonFiniteLoss reads it):
-        # a tensor added to on the loss's device, so counting costs no wait for the device.
-        self.nonfinite_losses: torch.Tensor | None = None
         self.test_probabilities: list[torch.Tensor] = []
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -99,12 +96,8 @@ class SentimentClassifier(L.LightningModule):
         tokens, labels = batch
         logits = self.net(tokens)
         loss = self.loss_fn(logits, labels)
-        if stage != "test":
-            bad = (~torch.isfinite(loss.detach())).long()
-            self.nonfinite_losses = (
-                bad if self.nonfinite_losses is None else self.nonfinite_losses + bad
-            )
-        epoch_loss.update(loss.detach(), weight=len(labels))
+        # The batch's loss once per review: the epoch's mean weighs batches by their size.
+        epoch_loss.update(loss.detach().expand(len(labels)))
         # Probabilities, not logits: torchmetrics reads a batch whose values all lie in [0, 1]
         # as probabilities, which small logits can be.
         epoch_acc.update(torch.sigmoid(logits.detach()), labels.long())
@@ -124,7 +117,6 @@ class SentimentClassifier(L.LightningModule):
 
     # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
     def on_train_epoch_start(self) -> None:
-        self.nonfinite_losses = None
         self.train_loss.reset()
         self.train_acc.reset()
 
@@ -186,5 +178,6 @@ class SentimentClassifier(L.LightningModule):
 
 
 def _epoch_mean() -> MeanMetric:
-    # A non-finite batch is counted apart (nonfinite_losses) and left out here, quietly.
-    return MeanMetric(nan_strategy="ignore")
+    # "disable": a NaN loss makes the epoch's mean NaN, as it should (StopOnNonFiniteLoss
+    # reads it); the other strategies leave such batches out, and look for them at every step.
+    return MeanMetric(nan_strategy="disable")
