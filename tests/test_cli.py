@@ -260,10 +260,11 @@ def test_lightning_tips_are_left_out(caplog):
 
     quiet_lightning()
     with caplog.at_level("INFO"):
-        rank_zero_info("GPU available: False, used: False")
+        rank_zero_info("GPU available: True (cuda), used: False")  # worth saying
+        rank_zero_info("GPU available: False, used: False")  # not
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing a package")
-    assert "GPU available" in caplog.text
-    assert "Tip" not in caplog.text
+    assert "GPU available: True" in caplog.text
+    assert "GPU available: False" not in caplog.text and "Tip" not in caplog.text
 
 
 def settings_of(*argv: str):

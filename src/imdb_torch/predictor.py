@@ -25,7 +25,21 @@ class Prediction:
     positive: float
     """Probability that the review is positive."""
     known_words: int
+    """Words the model has an embedding for, among those it reads."""
     words: int
+    """Words the model reads: the review's last (or first) ``maxlen``."""
+    total_words: int
+    """Words in the whole review."""
+
+    @property
+    def warning(self) -> str | None:
+        """Why the probability means little, if it does."""
+        if self.known_words == 0:
+            return "no word the model knows: the probability says nothing about this review"
+        if self.total_words > 2 * self.words:
+            return (f"the model reads {self.words} of the review's {self.total_words} words "
+                    "(its maxlen); the rest does not count")  # fmt: skip
+        return None
 
     @property
     def label(self) -> str:
@@ -74,6 +88,13 @@ class Predictor:
                     torch.sigmoid(self.model(batch)).float().cpu().numpy()
                 )
         return [
-            Prediction(text, float(p), sum(code != OOV for code in codes[1:]), len(words))
+            Prediction(text, float(p), *self._read(codes), len(words))
             for text, p, codes, words in zip(texts, probabilities, encoded, tokenized, strict=True)
         ]
+
+    def _read(self, codes: list[int]) -> tuple[int, int]:
+        """Known words and words within the window the model reads (the start mark left out),
+        cut as ``pad_sequences`` cuts."""
+        window = codes[-self.maxlen :] if self.truncating == "pre" else codes[: self.maxlen]
+        words = window[1:] if len(window) == len(codes) else window  # the start mark is codes[0]
+        return sum(code != OOV for code in words), len(words)

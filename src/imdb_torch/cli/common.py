@@ -24,7 +24,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are a single line on stderr (exit status 2)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        # Each help text states its default itself, once (argparse's defaults formatter would
+        # add a second, and "None" where there is no default).
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -44,10 +45,10 @@ def add_hardware_flags(parser: argparse.ArgumentParser):
     group.add_argument(
         "--accelerator",
         default="auto",
-        help="cpu, gpu, mps, ... or auto (a GPU when one is present)",
+        help="cpu, gpu, cuda, mps, or auto: a GPU when one is present (default auto)",
     )
     group.add_argument(
-        "--devices", default="auto", help="how many devices, or which (e.g. 2 or 0,1)"
+        "--devices", default="auto", help="how many devices, or which: e.g. 2 or 0,1 (default auto)"
     )
     group.add_argument(
         "--precision", default=None, help="e.g. 32-true, 16-mixed, bf16-mixed (default: 32-true)"
@@ -128,15 +129,31 @@ def hardware_from_flags(args) -> Hardware:
 
 
 def quiet_lightning() -> None:
-    """Silence warnings that do not apply to in-memory tensor datasets, and Lightning's tips."""
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)
+    """Leave out Lightning's lines that tell a user of these tools nothing they can act on."""
+    # In-memory tensors need no loader workers; the logging interval and a resumed run's
+    # non-empty checkpoint folder are as intended; LeafSpec is Lightning's own deprecation.
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_worth_saying)
 
 
-def _not_a_tip(record: logging.LogRecord) -> bool:
-    # Every Trainer would otherwise start by suggesting packages for Lightning's cloud services.
-    return not str(record.msg).startswith("💡 Tip")
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+    ".*smaller than the logging interval.*",
+    ".*exists and is not empty.*",
+)
+NOT_WORTH_SAYING = (
+    "💡 Tip",  # suggestions of Lightning's cloud services, at every Trainer
+    "GPU available: False",  # no GPU: nothing to say (a GPU left unused is still said)
+    "TPU available",
+    "HPU available",
+    "`Trainer.fit` stopped",  # train.py says how the run ended, in its own words
+)
+
+
+def _worth_saying(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(NOT_WORTH_SAYING)
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:

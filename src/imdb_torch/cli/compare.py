@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..reporting.runs import Run, load_run
+from ..reporting.runs import Run, load_runs
 from .common import ArgumentParser, run
 
 PROG = "compare.py"
@@ -30,9 +30,12 @@ def build_parser() -> ArgumentParser:
         "runs",
         nargs="+",
         help="run directories (lightning_logs/gru/version_0), experiment directories "
-        "(lightning_logs/gru: its newest run) or checkpoints",
+        "(lightning_logs/gru: its newest run), log directories (lightning_logs: every run in "
+        "it) or checkpoints",
     )
-    parser.add_argument("--out", default="compare.png", help="figure to write (PNG)")
+    parser.add_argument(
+        "--out", default="compare.png", help="figure to write, PNG (default compare.png)"
+    )
     return parser
 
 
@@ -49,7 +52,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(
             f"cannot write {out}: it is a directory; give a file name, e.g. {out}/compare.png"
         )
-    runs = [load_run(path) for path in args.runs]
+    runs = load_runs(args.runs)
     print(table(runs))
     plot(runs, out)
     print(f"\nfigure: {out}")
@@ -60,14 +63,15 @@ def table(runs: list[Run]) -> str:
     def number(value, digits=4):
         return f"{value:.{digits}f}" if value is not None else "-"
 
+    width = max([28, *(len(item.name) for item in runs)])
     lines = [
-        f"{'run':<28} {'epochs':>6} {'best':>5} {'val_loss':>9} {'val_acc':>8} {'test_acc':>9}"
+        f"{'run':<{width}} {'epochs':>6} {'best':>5} {'val_loss':>9} {'val_acc':>8} {'test_acc':>9}"
     ]
     for item in runs:
         best = item.best() or {}
         test_acc = (item.test or {}).get("test_acc")
         lines.append(
-            f"{item.name:<28} {len(item.history):>6} {best.get('epoch', '-'):>5} "
+            f"{item.name:<{width}} {len(item.history):>6} {best.get('epoch', '-'):>5} "
             f"{number(best.get('val_loss')):>9} {number(best.get('val_acc')):>8} "
             f"{number(test_acc):>9}"
         )

@@ -20,9 +20,11 @@ input:
   input (one per line). Blank lines are skipped. Text is encoded as the model's training data
   was: lower case, punctuation and <br /> removed, words outside the model's vocabulary
   (num_words most frequent) become "unknown". A review longer than the model's maxlen is cut
-  the way training data was (by default keeping its last maxlen words). Text in another
-  language, or of unknown words only, still gets a probability, but it means little: the
-  "known" column says how many words the model recognised.
+  the way training data was (by default keeping its last maxlen words). The "known" column
+  counts, among the words the model reads, those it has learnt (known/read). A review with no
+  known word, or most of whose words lie outside what the model reads, still gets a
+  probability, but a warning on stderr (and the "warning" field of --json) says why it means
+  little.
 
 examples:
   python scripts/predict.py --ckpt best.ckpt "This film was wonderful" "A dull, boring mess"
@@ -42,7 +44,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
     parser.add_argument("--file", help="a UTF-8 text file with one review per line")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--batch-size", type=positive_int, default=1024, help="(default 1024)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1024, help="reviews per batch (default 1024)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     add_plain_rnn_flag(parser)
     return parser
@@ -84,6 +88,12 @@ def _read_reviews(args) -> list[str]:
     return reviews
 
 
+def _warn(predictions) -> None:
+    for number, p in enumerate(predictions, start=1):
+        if p.warning:
+            print(f"review {number}: {p.warning}", file=sys.stderr)
+
+
 def printable(text: str) -> str:
     """``text`` with control characters and escape sequences shown as escapes, not obeyed."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
@@ -97,11 +107,13 @@ def _main(argv: Sequence[str] | None) -> int:
     # A terminal or pipe that cannot show a character gets an escape, not a crash.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    _warn(predictions)
     if args.json:
         utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
         for p in predictions:
             record = {"text": p.text, "positive": round(p.positive, 6), "label": p.label,
-                      "known_words": p.known_words, "words": p.words}  # fmt: skip
+                      "known_words": p.known_words, "words_read": p.words,
+                      "words": p.total_words, "warning": p.warning}  # fmt: skip
             # allow_nan=False: every line is JSON (the weights are checked to be finite).
             print(json.dumps(record, ensure_ascii=not utf8, allow_nan=False))
         return 0

@@ -40,11 +40,20 @@ def build_parser() -> ArgumentParser:
         ),
     )
     parser.add_argument("--data", default=None, help="data source, as for train.py")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="(default 42)")
-    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--max-epochs", type=positive_int, default=100, help="(default 100)")
-    parser.add_argument("--patience", type=positive_int, default=3, help="(default 3)")
-    parser.add_argument("--out", default="results/chapter", help="results directory")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42], help="one run per seed (default 42)"
+    )
+    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS),
+                        help="which of the lesson's experiments (default: all four)")  # fmt: skip
+    parser.add_argument(
+        "--max-epochs", type=positive_int, default=100, help="at most (default 100)"
+    )
+    parser.add_argument(
+        "--patience", type=positive_int, default=3, help="early stopping (default 3)"
+    )
+    parser.add_argument(
+        "--out", default="results/chapter", help="results directory (default results/chapter)"
+    )
     parser.add_argument("--cache-dir", default=None, help="as for train.py")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_hardware_flags(parser)

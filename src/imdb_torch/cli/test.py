@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
+from torch.utils.tensorboard import SummaryWriter
 
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
@@ -21,6 +22,7 @@ from ..training.checkpoint import (
     read_checkpoint,
     vocabulary,
 )
+from ..training.tensorboard import TEST_ACC
 from ..training.trainer import evaluate
 from .common import (
     ArgumentParser,
@@ -47,9 +49,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--data", default=None, help="data source; default: the one the checkpoint was trained on"
     )
-    parser.add_argument("--cache-dir", default=None, help="override the cache directory")
     parser.add_argument(
-        "--batch-size", type=positive_int, default=512, help="evaluation batch size (default 512)"
+        "--cache-dir", default=None, help="the cache directory (default: as train.py)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=512,
+        help="evaluation batch size; changes speed, not results (default 512)",
     )
     add_hardware_flags(parser)
     return parser
@@ -122,6 +129,10 @@ def _record(
               "data": data["path"], "data_sha256": data["fingerprint"]}  # fmt: skip
     with atomic_path(run_dir / TEST_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
+    # Beside the run's own curves, so TensorBoard's HParams table shows it with the settings.
+    epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        writer.add_scalar(TEST_ACC, metrics["test_acc"], epoch)
 
 
 def _own_run_dir(checkpoint: dict, ckpt_path: Path) -> Path | None:

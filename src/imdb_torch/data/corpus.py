@@ -124,6 +124,9 @@ def load_corpus(source: DataSource, cache_dir: Path | None = None) -> Corpus:
             return _read_cache(cache_file)
         except (OSError, ValueError, KeyError) as exc:
             warnings.warn(f"ignoring unreadable cache {cache_file} ({exc})", stacklevel=2)
+    # On stdout, with the run's other news; stderr stays for errors.
+    print(f"preparing {source.path.name}: reading and encoding the reviews, once (the "
+          f"result is cached in {cache_dir})", flush=True)  # fmt: skip
     corpus = _build(source)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

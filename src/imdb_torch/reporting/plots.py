@@ -1,28 +1,38 @@
-"""The lesson's train/validation loss plot."""
+"""The lesson's train/validation loss plot, with accuracy beside it and the best epoch marked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..fileio import atomic_path
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
-    """Train and validation loss per epoch, as the book plots after each run; saved as PNG."""
-    figure = Figure(figsize=(6, 4), dpi=120)
-    axes = figure.subplots()
-    for key, label in (("train_loss", "train"), ("val_loss", "val")):
-        points = [(row["epoch"], row[key]) for row in history if key in row]
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("loss")
+    """Train and validation loss per epoch, as the book plots after each run, and accuracy
+    beside it; the epoch with the lowest validation loss (the one kept) is marked."""
+    figure = Figure(figsize=(10, 4), dpi=120)
+    loss_axes, acc_axes = figure.subplots(1, 2)
+    best = min((row for row in history if "val_loss" in row), key=lambda row: row["val_loss"],
+               default=None)  # fmt: skip
+    for axes, metric, ylabel in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
+        for split in ("train", "val"):
+            points = [(row["epoch"], row[f"{split}_{metric}"]) for row in history
+                      if f"{split}_{metric}" in row]  # fmt: skip
+            if points:
+                axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=split)
+        if best is not None:
+            axes.axvline(best["epoch"], color="grey", linestyle=":", linewidth=1,
+                         label=f"best epoch ({best['epoch']})")  # fmt: skip
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        axes.grid(alpha=0.3)
+        axes.legend()
     if title:
-        axes.set_title(title)
-    axes.legend()
-    axes.grid(alpha=0.3)
+        figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

@@ -18,6 +18,7 @@ class Run:
     name: str
     history: list[dict[str, float]]
     test: dict[str, float] | None
+    run_dir: Path | None = None  # None: a checkpoint that names no run directory
 
     def best(self) -> dict[str, float] | None:
         rows = [row for row in self.history if "val_loss" in row]
@@ -93,7 +94,7 @@ def load_run(path: str | Path) -> Run:
         test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
-        return Run(name, checked_history(history, path), test)
+        return Run(name, checked_history(history, path), test, run_dir)
     if not path.is_dir():
         raise UserError(f"{path} is neither a checkpoint nor a run directory")
     if not (path / HISTORY_FILE).is_file():
@@ -110,7 +111,56 @@ def load_run(path: str | Path) -> Run:
         f"{path.parent.name}/{path.name}",
         checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE),
         _test_of(test_file) if test_file.is_file() else None,
+        path,
     )
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs ``paths`` name, each once, with labels that tell them apart.
+
+    A path may be a checkpoint, a run directory, an experiment directory (its newest run) or
+    a log directory such as ``lightning_logs`` (every run of every experiment in it). A
+    checkpoint given beside its own run is that run, shown once.
+    """
+    runs, seen = [], set()
+    for path in paths:
+        for run in (load_run(p) for p in _run_paths(Path(path))):
+            key = run.run_dir.resolve() if run.run_dir else None
+            if key is None or key not in seen:
+                seen.add(key)
+                runs.append(run)
+    _label_apart(runs)
+    return runs
+
+
+def _run_paths(path: Path) -> list[Path]:
+    if path.is_file() or not path.is_dir() or (path / HISTORY_FILE).is_file():
+        return [path]
+    if any(version_number(p) >= 0 for p in path.glob("version_*")):
+        return [path]  # an experiment directory: load_run takes its newest run
+    found = sorted(
+        (p for p in path.glob("*/version_*")
+         if version_number(p) >= 0 and (p / HISTORY_FILE).is_file()),
+        key=lambda p: (p.parent.name, version_number(p)),
+    )  # fmt: skip
+    if not found:
+        raise UserError(
+            f"{path} is not a run directory, nor holds any (no */version_N/{HISTORY_FILE})"
+        )
+    return found
+
+
+def _label_apart(runs: list[Run]) -> None:
+    """Lengthen clashing labels (``gru/version_0`` from two log directories) with the
+    directories above them until they differ."""
+    for depth in range(3, 8):
+        names = [run.name for run in runs]
+        clashing = {name for name in names if names.count(name) > 1}
+        if not clashing:
+            return
+        for run in runs:
+            if run.name in clashing and run.run_dir is not None:
+                run.name = "/".join(run.run_dir.resolve().parts[-depth:])
 
 
 def _test_of(test_file: Path) -> dict:

@@ -144,6 +144,12 @@ class RunCheckpoint(ModelCheckpoint):
     beside ``last.ckpt``. The record is moved to where the run is now.
     """
 
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        # Epochs counted from 1 in file names, as on the console and in history.json.
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
     @property
     def state_key(self) -> str:
         # Lightning files callback state under the class's name: kept as ModelCheckpoint's,

@@ -3,6 +3,7 @@ and reproduce.py."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from .callbacks import (
     StopOnNonFiniteLoss,
 )
 from .checkpoint import AtomicCheckpointIO
+from .console import progress_callbacks
 from .module import SentimentClassifier
+from .tensorboard import EpochScalars
 
 
 @dataclass
@@ -113,13 +116,16 @@ def prepare(
         callbacks=[
             StopOnNonFiniteLoss(),  # before anything of a broken epoch is written
             history,
+            EpochScalars(history, settings),
+            *progress_callbacks(progress, history),
             RandomState(),
             RunSettings(settings.run),
             checkpoint,
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
         ],
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress,
+        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_model_summary=False,  # train.py prints the parameter count, as Keras counts
         log_every_n_steps=50,
     )
     return Run(trainer, model, datamodule, checkpoint, history, hardware)
@@ -139,7 +145,10 @@ def evaluate(
         precision=hardware.precision,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_model_summary=False,  # train.py prints the parameter count, as Keras counts
     )
-    (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    return {key: float(value) for key, value in metrics.items()}
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    # callback_metrics: the module logs to the progress bar and callbacks, not to a logger.
+    metrics = trainer.callback_metrics
+    return {key: float(value) for key, value in metrics.items() if key.startswith("test_")}

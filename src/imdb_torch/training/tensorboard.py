@@ -1,0 +1,72 @@
+"""TensorBoard as the lesson reads its curves: per epoch, train and validation in one chart.
+
+Lightning's logger would plot against the global step (312, 625, …), give train and
+validation loss a chart each and add an ``epoch`` staircase. Here the module logs nothing to
+the logger; ``EpochScalars`` writes each epoch's figures at the epoch number (1-based, as the
+console and ``history.json``), a custom-scalars layout that overlays train and validation
+(the book's loss plot), and the HParams summary: every run's settings beside its best
+validation loss and accuracy and, once ``test.py`` has run, its test accuracy.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+
+from ..config import Settings
+
+# history.json's keys → TensorBoard tags; "loss/…" and "accuracy/…" share a card each.
+EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val",
+              "train_acc": "accuracy/train", "val_acc": "accuracy/val"}  # fmt: skip
+BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC = "best/val_loss", "best/val_acc", "test/acc"
+LAYOUT = {
+    "train against validation": {
+        "loss": ["Multiline", ["loss/train", "loss/val"]],
+        "accuracy": ["Multiline", ["accuracy/train", "accuracy/val"]],
+    }
+}
+
+
+class EpochScalars(L.Callback):
+    """Writes what ``EpochHistory`` records to the run's TensorBoard, at the epoch number.
+
+    List it after ``EpochHistory``; only the main process writes.
+    """
+
+    def __init__(self, history, settings: Settings) -> None:
+        self.history, self.settings = history, settings
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = _writer(trainer)
+        if writer is None or trainer.ckpt_path:  # a resumed run wrote these when it began
+            return
+        writer.add_custom_scalars(LAYOUT)
+        params = {key: "none" if value is None else value
+                  for key, value in self.settings.flat().items()}  # fmt: skip
+        # The metrics are named here and written as scalars as they come (test.py adds one).
+        metrics = dict.fromkeys((BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC), 0.0)
+        file_writer = writer._get_file_writer()
+        for summary in hparams(params, metrics):
+            file_writer.add_summary(summary)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = _writer(trainer)
+        if writer is None or not self.history.epochs:
+            return
+        row = self.history.epochs[-1]
+        for key, tag in EPOCH_TAGS.items():
+            if key in row:
+                writer.add_scalar(tag, row[key], row["epoch"])
+        best = self.history.best()
+        if best is not None:
+            writer.add_scalar(BEST_VAL_LOSS, best["val_loss"], row["epoch"])
+            writer.add_scalar(BEST_VAL_ACC, best.get("val_acc", float("nan")), row["epoch"])
+        writer.flush()
+
+
+def _writer(trainer: L.Trainer):
+    logger = trainer.logger
+    if not trainer.is_global_zero or not isinstance(logger, TensorBoardLogger):
+        return None
+    return logger.experiment

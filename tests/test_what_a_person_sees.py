@@ -1,0 +1,182 @@
+"""What a person sees: TensorBoard per epoch with train and validation overlaid and the
+HParams table filled, one line per epoch off a terminal, epochs counted from 1 everywhere,
+help texts with one default each, predict.py's warnings, compare.py on a log directory."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from imdb_torch.cli import compare as compare_cli
+from imdb_torch.cli import predict as predict_cli
+from imdb_torch.cli import test as test_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_tarball):
+    tmp_path = tmp_path_factory.mktemp("seen")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "--data",
+            str(tiny_tarball),
+            "--maxlen",
+            "20",
+            "--num-words",
+            "30",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.02",
+            "--batch-size",
+            "16",
+            "--max-epochs",
+            "3",
+            "--patience",
+            "5",
+            "--arch",
+            "gru",
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--save",
+            str(tmp_path / "best.ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip  (stdout and stderr are pipes, not a terminal)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert test_cli.main(["--ckpt", str(tmp_path / "best.ckpt")]) == 0
+    return tmp_path, done
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator
+
+
+def test_tensorboard_plots_each_epoch_at_its_number(run):
+    tmp_path, _ = run
+    run_dir = tmp_path / "logs" / "gru" / "version_0"
+    history = json.loads((run_dir / "history.json").read_text())
+    board = events(run_dir)
+    tags = set(board.Tags()["scalars"])
+    assert tags == {
+        "loss/train",
+        "loss/val",
+        "accuracy/train",
+        "accuracy/val",
+        "best/val_loss",
+        "best/val_acc",
+        "test/acc",
+    }  # fmt: skip  (no "epoch")
+    for tag, key in (("loss/train", "train_loss"), ("accuracy/val", "val_acc")):
+        points = [(event.step, event.value) for event in board.Scalars(tag)]
+        assert points == [(row["epoch"], pytest.approx(row[key])) for row in history]
+    assert [event.step for event in board.Scalars("loss/val")] == [1, 2, 3]
+    best = min(history, key=lambda row: row["val_loss"])
+    assert board.Scalars("best/val_loss")[-1].value == pytest.approx(best["val_loss"])
+    test_record = json.loads((run_dir / "test.json").read_text())
+    assert board.Scalars("test/acc")[-1].value == pytest.approx(test_record["test_acc"])
+
+
+def test_train_and_validation_share_a_chart_and_hparams_are_filled(run):
+    tmp_path, _ = run
+    board = events(tmp_path / "logs" / "gru" / "version_0")
+    (config,) = board.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    assert charts == {"loss": ["loss/train", "loss/val"],
+                      "accuracy": ["accuracy/train", "accuracy/val"]}  # fmt: skip
+    content = board.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metrics = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert metrics == {"best/val_loss", "best/val_acc", "test/acc"}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["arch"].string_value == "gru" and values["hidden_size"].number_value == 8
+    assert values["lr"].number_value == pytest.approx(0.02)
+
+
+def test_off_a_terminal_each_epoch_is_one_line_and_lightnings_noise_is_gone(run):
+    _, done = run
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Epoch ")]
+    assert len(lines) == 3 and "\r" not in done.stdout + done.stderr
+    assert re.fullmatch(
+        r"Epoch 1/3 - \d+\.\ds - loss: \d\.\d{4} - acc: \d\.\d{4} - val_loss: \d\.\d{4} - "
+        r"val_acc: \d\.\d{4}",
+        lines[0],
+    ), lines[0]
+    everything = done.stdout + done.stderr
+    for noise in ("GPU available: False", "TPU available", "| Name", "Trainable params",
+                  "`Trainer.fit` stopped", "logging interval"):  # fmt: skip
+        assert noise not in everything
+    assert "preparing aclImdb_tiny.tar.gz: reading and encoding the reviews, once" in done.stdout
+
+
+def test_epochs_are_counted_from_one_in_file_names_and_the_summary(run):
+    tmp_path, done = run
+    run_dir = tmp_path / "logs" / "gru" / "version_0"
+    history = json.loads((run_dir / "history.json").read_text())
+    best = min(history, key=lambda row: row["val_loss"])["epoch"]
+    (best_file,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    assert best_file.name.startswith(f"best-epoch{best:03d}-")
+    assert f"best epoch {best} of 3:" in done.stdout
+
+
+@pytest.mark.parametrize("script", ["train.py", "test.py", "predict.py", "compare.py",
+                                    "reproduce.py"])  # fmt: skip
+def test_help_states_each_default_once(script):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    text = re.sub(r"\s+", " ", done.stdout)
+    options = re.split(r" (?=--[a-z])", text)
+    for option in options:
+        assert option.count("default") <= 1, option
+        assert "None" not in option, option
+
+
+def test_predict_says_when_its_probability_means_little(run, capsys):
+    tmp_path, _ = run
+    ckpt = str(tmp_path / "best.ckpt")
+    long_review = "great movie " * 50
+    assert predict_cli.main(["--ckpt", ckpt, "--json", "😀🎬!!", long_review, "great plot"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert records[0]["known_words"] == 0 and "no word the model knows" in records[0]["warning"]
+    assert records[1]["words_read"] == 20 and records[1]["words"] == 100  # maxlen 20
+    assert (
+        records[1]["known_words"] == 20 and "reads 20 of the review's 100" in records[1]["warning"]
+    )
+    assert records[2]["warning"] is None
+    assert "review 1: no word the model knows" in captured.err
+    assert "review 2: the model reads 20" in captured.err
+
+
+def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, capsys):
+    logs = run[0] / "logs"
+    checkpoint = next((logs / "gru" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    out = str(tmp_path / "c.png")
+    assert compare_cli.main([str(logs), str(checkpoint), "--out", out]) == 0
+    table = capsys.readouterr().out
+    assert table.count("gru/version_0") == 1 and "test_acc" in table
+    copy = tmp_path / "other" / "logs"
+    copy.parent.mkdir()
+    shutil.copytree(logs, copy)
+    assert compare_cli.main([str(logs), str(copy), "--out", out]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
+    rows = [row for row in rows if row != "figure:"]
+    assert len(rows) == 2 and len(set(rows)) == 2, rows
