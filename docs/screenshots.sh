@@ -19,7 +19,7 @@ tensorboard --logdir "$WORK/lightning_logs" --host 127.0.0.1 --port 6123 >"$WORK
 BOARD=$!
 for _ in $(seq 60); do curl -sf http://127.0.0.1:6123 >/dev/null && break; sleep 0.5; done
 for PAGE in custom_scalars scalars hparams; do
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,820 \
+  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,760 \
     --virtual-time-budget=20000 --screenshot="$ROOT/docs/images/tensorboard-$PAGE.png" \
     "http://127.0.0.1:6123/#$PAGE" 2>/dev/null
 done

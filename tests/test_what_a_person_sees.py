@@ -109,6 +109,7 @@ def test_train_and_validation_share_a_chart_and_hparams_are_filled(run):
     values = start.session_start_info.hparams
     assert values["arch"].string_value == "gru" and values["hidden_size"].number_value == 8
     assert values["lr"].number_value == pytest.approx(0.02)
+    assert values["bidirectional"].string_value == "no" and "data" not in values
 
 
 def test_off_a_terminal_each_epoch_is_one_line_and_lightnings_noise_is_gone(run):

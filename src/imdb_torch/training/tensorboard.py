@@ -20,6 +20,7 @@ from ..config import Settings
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val",
               "train_acc": "accuracy/train", "val_acc": "accuracy/val"}  # fmt: skip
 BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC = "best/val_loss", "best/val_acc", "test/acc"
+NOT_HPARAMS = ("data", "cache_dir", "num_workers", "eval_batch_size")
 LAYOUT = {
     "train against validation": {
         "loss": ["Multiline", ["loss/train", "loss/val"]],
@@ -42,8 +43,9 @@ class EpochScalars(L.Callback):
         if writer is None or trainer.ckpt_path:  # a resumed run wrote these when it began
             return
         writer.add_custom_scalars(LAYOUT)
-        params = {key: "none" if value is None else value
-                  for key, value in self.settings.flat().items()}  # fmt: skip
+        # What defines the experiment; where the data lies and how fast it is read do not.
+        params = {key: _shown(value) for key, value in self.settings.flat().items()
+                  if key not in NOT_HPARAMS}  # fmt: skip
         # The metrics are named here and written as scalars as they come (test.py adds one).
         metrics = dict.fromkeys((BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC), 0.0)
         file_writer = writer._get_file_writer()
@@ -63,6 +65,15 @@ class EpochScalars(L.Callback):
             writer.add_scalar(BEST_VAL_LOSS, best["val_loss"], row["epoch"])
             writer.add_scalar(BEST_VAL_ACC, best.get("val_acc", float("nan")), row["epoch"])
         writer.flush()
+
+
+def _shown(value):
+    """As the HParams table shows it well: words for None and booleans (else 0.0000)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
 
 
 def _writer(trainer: L.Trainer):
