@@ -90,42 +90,47 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true"
 
 def hardware_from_flags(args) -> Hardware:
     """The hardware flags checked (one-line errors, before any work) and as a ``Hardware``."""
-    if args.accelerator not in ACCELERATORS:
-        raise UserError(
-            f"--accelerator {args.accelerator!r}: choose from {', '.join(ACCELERATORS)}"
-        )
-    wants_cuda = args.accelerator == "cuda" or (
-        args.accelerator == "gpu" and not torch.backends.mps.is_available()  # gpu: mps, too
-    )
-    if wants_cuda and not torch.cuda.is_available():
-        raise UserError(f"--accelerator {args.accelerator}: no CUDA GPU is available here")
-    if args.accelerator == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--accelerator mps: Apple's MPS is not available here")
-    if args.precision is not None and args.precision not in PRECISIONS:
-        raise UserError(f"--precision {args.precision!r}: choose from {', '.join(PRECISIONS)}")
-    on_cpu = args.accelerator == "cpu" or (
-        args.accelerator == "auto"
-        and not torch.cuda.is_available()
-        and not torch.backends.mps.is_available()
-    )
-    if on_cpu and args.precision not in (None, "32-true", "32", "64-true", "64"):
-        # Lightning would run 16-mixed as bf16 on the CPU, where PyTorch's LSTM has no bf16
-        # kernel on many processors; the lesson's models gain nothing from it there anyway.
-        raise UserError(f"--precision {args.precision} needs a GPU; on the CPU use 32-true")
-    devices = devices_value(args.devices)
-    if on_cpu and devices != "auto" and not (isinstance(devices, int) and devices >= 1):
-        raise UserError(f"--devices {args.devices}: on the CPU give a number of processes, e.g. 2")
-    if not on_cpu and torch.cuda.is_available():
-        wanted = devices if isinstance(devices, list) else []
-        count = torch.cuda.device_count()
-        if (isinstance(devices, int) and devices > count) or any(i >= count for i in wanted):
-            raise UserError(f"--devices {args.devices}: this machine has {count} GPU(s)")
+    on_cpu = _checked_accelerator(args.accelerator)
+    _check_precision(args.precision, on_cpu)
+    devices = _checked_devices(args.devices, on_cpu)
     strategy = getattr(args, "strategy", "auto")
-    known = ("auto", *StrategyRegistry.available_strategies())
-    if strategy not in known:
+    if strategy not in ("auto", *StrategyRegistry.available_strategies()):
         raise UserError(f"--strategy {strategy!r}: use auto or one of Lightning's, e.g. ddp")
     return Hardware(args.accelerator, devices, strategy, getattr(args, "num_nodes", 1),
                     args.precision)  # fmt: skip
+
+
+def _checked_accelerator(accelerator: str) -> bool:
+    """Whether the run will be on the CPU; refuses what this machine does not have."""
+    if accelerator not in ACCELERATORS:
+        raise UserError(f"--accelerator {accelerator!r}: choose from {', '.join(ACCELERATORS)}")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if (accelerator == "cuda" or (accelerator == "gpu" and not mps)) and not cuda:
+        raise UserError(f"--accelerator {accelerator}: no CUDA GPU is available here")
+    if accelerator == "mps" and not mps:
+        raise UserError("--accelerator mps: Apple's MPS is not available here")
+    return accelerator == "cpu" or (accelerator == "auto" and not cuda and not mps)
+
+
+def _check_precision(precision: str | None, on_cpu: bool) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if on_cpu and precision not in (None, "32-true", "32", "64-true", "64"):
+        # Lightning would run 16-mixed as bf16 on the CPU, where PyTorch's LSTM has no bf16
+        # kernel on many processors; the lesson's models gain nothing from it there anyway.
+        raise UserError(f"--precision {precision} needs a GPU; on the CPU use 32-true")
+
+
+def _checked_devices(text: str, on_cpu: bool):
+    devices = devices_value(text)
+    if on_cpu and devices != "auto" and not (isinstance(devices, int) and devices >= 1):
+        raise UserError(f"--devices {text}: on the CPU give a number of processes, e.g. 2")
+    if not on_cpu and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        indices = devices if isinstance(devices, list) else []
+        if (isinstance(devices, int) and devices > count) or any(i >= count for i in indices):
+            raise UserError(f"--devices {text}: this machine has {count} GPU(s)")
+    return devices
 
 
 def quiet_lightning() -> None:

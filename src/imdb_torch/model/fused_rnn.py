@@ -273,9 +273,12 @@ def fused_supports(rnn: nn.Module) -> bool:
 def fused_covers(rnn: nn.Module, x) -> bool:
     """Whether ``run_fused(rnn, x)`` computes ``rnn(x)``: a supported module, and ``x`` a
     non-empty float32 CPU tensor (a packed sequence, for one, is not), outside CPU autocast."""
+    return fused_supports(rnn) and _input_covered(x)
+
+
+def _input_covered(x) -> bool:
     return (
-        fused_supports(rnn)
-        and isinstance(x, torch.Tensor)
+        isinstance(x, torch.Tensor)
         and x.dim() == 3
         and x.shape[1] > 0
         and x.device.type == "cpu"
@@ -326,16 +329,7 @@ class _FusedForward:
     """
 
     def forward(self, input, hx=None):
-        if (
-            hx is None
-            and isinstance(input, torch.Tensor)
-            and input.dim() == 3
-            and input.shape[1] > 0
-            and input.device.type == "cpu"
-            and input.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
-            and kernel_available()
-        ):
+        if hx is None and _input_covered(input) and kernel_available():
             return run_fused(self, input)
         return super().forward(input, hx)
 
