@@ -29,7 +29,7 @@ from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
 from ..training.module import SentimentClassifier
-from ..training.trainer import prepare
+from ..training.trainer import check_precision, prepare
 from .common import (
     ArgumentParser,
     HearSecondInterrupt,
@@ -141,6 +141,7 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = resolve(args.preset, given)
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
+    check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
     _check_free_space(settings, save_path, logdir)
     version = _version_number(run_dir) if args.resume else _claim_version(logdir / name)

@@ -64,6 +64,17 @@ class Run:
         return Path(best_path)
 
 
+def check_precision(settings: Settings, hardware: Hardware) -> None:
+    """Float16 with a gradient scaler would square the scaler's factor into Keras's embedding
+    update (keras_compat.EmbeddingOccurrences): refused with that update."""
+    scaled_float16 = hardware.precision in ("16-mixed", "16", 16)
+    if scaled_float16 and settings.optim.per_occurrence_embedding_updates:
+        raise UserError(
+            "--precision 16-mixed does not work with RMSprop's per-occurrence embedding updates; "
+            "use bf16-mixed or 32-true, or --dense-embedding-updates"
+        )
+
+
 def prepare(
     settings: Settings,
     *,
@@ -83,13 +94,7 @@ def prepare(
     keeps its own data settings).
     """
     hardware = hardware or Hardware()
-    scaled_float16 = hardware.precision in ("16-mixed", "16", 16)
-    if scaled_float16 and settings.optim.per_occurrence_embedding_updates:
-        # The gradient scaler's factor would be squared into them (keras_compat.py).
-        raise UserError(
-            "--precision 16-mixed does not work with RMSprop's per-occurrence embedding updates; "
-            "use bf16-mixed or 32-true, or --dense-embedding-updates"
-        )
+    check_precision(settings, hardware)
     L.seed_everything(settings.run.seed, workers=True, verbose=False)
     if datamodule is None:
         datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
