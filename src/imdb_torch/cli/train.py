@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
+from ..reporting.runs import version_number
 from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
 from ..training.module import SentimentClassifier
 from ..training.trainer import check_precision, prepare
@@ -144,7 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
     _check_free_space(settings, save_path, logdir)
-    version = _version_number(run_dir) if args.resume else _claim_version(logdir / name)
+    version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
     run = None  # read by the lambda when a second Ctrl-C comes
     with (
         _held(logdir / name / f"version_{version}"),
@@ -241,11 +242,16 @@ def _raise_if_disk_full(exc: OSError) -> None:
         ) from exc
 
 
+def _main_process() -> bool:
+    """Whether this is the process that started the run, not another rank it launched."""
+    return not (int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)))
+
+
 @contextlib.contextmanager
 def _held(run_dir: Path):
     """This process holds the run directory alone (see fileio.run_lock) and clears what a
     killed run left half-written. Only the main process of a multi-process run locks."""
-    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+    if not _main_process():
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +304,7 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
         run_dir = path.resolve().parent.parent
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
-        if _version_number(run_dir) < 0:
+        if version_number(run_dir) < 0:
             raise UserError(
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
@@ -307,7 +313,7 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
     base = Path(args.logdir) / (args.name or experiment_name(resolve(args.preset, given).model))
     runs = sorted(
         (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
-        key=_version_number,
+        key=version_number,
     )
     if not runs:
         raise UserError(f"nothing to resume in {base}: no version_N/checkpoints/last.ckpt")
@@ -329,23 +335,16 @@ def _explain_interrupt(last_model_path: str) -> None:
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
 
 
-def _version_number(run_dir: Path) -> int:
-    """N of ``version_N`` as Lightning names it; -1 for any other name (``version_0_backup``,
-    ``version_007``), which a logger given N would not write into."""
-    number = run_dir.name.removeprefix("version_")
-    return int(number) if number.isdigit() and str(int(number)) == number else -1
-
-
 def _claim_version(experiment_dir: Path) -> int | None:
     """Create the next free ``version_N`` directory, so runs started together never share one.
 
     ``mkdir`` fails if the directory exists, which makes claiming a number atomic. Only the
     main process claims; the others of a multi-process run get the logger's default.
     """
-    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+    if not _main_process():
         return None
     experiment_dir.mkdir(parents=True, exist_ok=True)
-    taken = [_version_number(run) for run in experiment_dir.glob("version_*")]
+    taken = [version_number(run) for run in experiment_dir.glob("version_*")]
     version = max(taken, default=-1) + 1
     while True:
         try:

@@ -74,9 +74,10 @@ def checked_test(record, source) -> dict | None:
 
 
 def version_number(run_dir: Path) -> int:
-    """N of ``version_N``; -1 for any other name (``version_0_backup``)."""
-    suffix = run_dir.name.removeprefix("version_")
-    return int(suffix) if suffix.isdigit() else -1
+    """N of ``version_N`` as Lightning names it; -1 for any other name (``version_0_backup``,
+    ``version_007``), which a logger given N would not write into."""
+    number = run_dir.name.removeprefix("version_")
+    return int(number) if number.isdigit() and str(int(number)) == number else -1
 
 
 def load_run(path: str | Path) -> Run:
