@@ -60,6 +60,16 @@ class ModelConfig:
         choices=POOLINGS,
     )
 
+    ngrams: int = setting(
+        0,
+        "beyond the lesson: add a linear model over the review's word n-grams of 1 to N "
+        "words (hashed, trained jointly) to the recurrent model's output; 0: none",
+        metavar="N",
+    )
+    ngram_buckets: int = setting(
+        2**22, "weights the n-grams are hashed into (with --ngrams)", metavar="COUNT"
+    )
+
     def check(self) -> None:
         _choice("arch", self.arch, ARCHS)
         _choice("pooling", self.pooling, POOLINGS)
@@ -75,6 +85,8 @@ class ModelConfig:
             )
         _fraction("dropout", self.dropout)
         _fraction("word_dropout", self.word_dropout)
+        _within("ngrams", self.ngrams, 0, 5)
+        _within("ngram_buckets", self.ngram_buckets, 1, MAX_EMBEDDING_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,9 @@ class OptimConfig:
         metavar="FACTOR",
     )
     grad_clip: float | None = setting(None, "clip the gradient norm to this value (default: off)")
+    ngram_lr: float = setting(
+        0.01, "learning rate of the n-gram weights (--ngrams): each is seen in few batches"
+    )
     ema: float | None = setting(
         None,
         "validate, checkpoint and save an exponential moving average of the weights, updated "
@@ -129,6 +144,7 @@ class OptimConfig:
                 f"--lr must be at most 10 (larger rates diverge at once), got {self.lr}"
             )
         _positive("grad_clip", self.grad_clip)
+        _positive("ngram_lr", self.ngram_lr)
         for name in ("lr_decay", "ema"):
             value = getattr(self, name)
             _finite(name, value)
@@ -292,7 +308,7 @@ def resolve(preset: str | None = None, overrides: dict[str, Any] | None = None) 
 def experiment_name(model: ModelConfig) -> str:
     """The name of the preset with the same layers, else a descriptive one."""
     structure = ("arch", "embedding_dim", "hidden_size", "num_layers", "dropout",
-                 "bidirectional", "pooling")  # fmt: skip
+                 "bidirectional", "pooling", "ngrams")  # fmt: skip
     for name in PRESETS:
         preset = resolve(name).model
         if all(getattr(preset, key) == getattr(model, key) for key in structure):
@@ -304,6 +320,8 @@ def experiment_name(model: ModelConfig) -> str:
         name += f"-dropout{model.dropout:g}"
     if model.pooling != "last":
         name += f"-{model.pooling}pool"
+    if model.ngrams:
+        name += f"-{model.ngrams}grams"
     return name
 
 

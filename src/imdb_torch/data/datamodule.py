@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, ModelConfig
 from ..errors import UserError
+from .batches import DeviceBatches
 from .corpus import (
     KERAS_NPZ,
     NAMED_SOURCES,
@@ -142,8 +143,15 @@ class IMDBDataModule(L.LightningDataModule):
         self.val_set = PaddedReviews(train_tokens[val_idx], corpus.train_labels[val_idx])
         self.test_set = PaddedReviews(padded(corpus.test), corpus.test_labels)
 
-    def _loader(self, dataset: PaddedReviews, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: PaddedReviews, batch_size: int, shuffle: bool
+    ) -> DataLoader | DeviceBatches:
         workers = self.hparams.num_workers
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size == 1 and workers == 0:
+            # One process: the batches are cut where the model is (see batches.py).
+            return DeviceBatches(dataset.tokens, dataset.labels, batch_size, shuffle,
+                                 trainer.strategy.root_device)  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -153,16 +161,16 @@ class IMDBDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.val_set, self.hparams.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | DeviceBatches:
         return self.test_dataloader()
 
     def source_record(self) -> dict[str, str]:

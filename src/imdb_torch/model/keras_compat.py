@@ -136,7 +136,7 @@ class EmbeddingOccurrences:
         )
         self._squares = squares if self._squares is None else self._squares + squares
 
-    def scale_(self, factor: float) -> None:
+    def scale_(self, factor: float | torch.Tensor) -> None:
         if self._squares is not None:
             self._squares.mul_(factor)
 

@@ -136,10 +136,10 @@ class SentimentClassifier(L.LightningModule):
         optim = self.optim_config
         if optim.optimizer == "rmsprop":
             optimizer = KerasRMSprop(
-                self.parameters(), lr=optim.learning_rate, occurrences=self.occurrences
+                self._parameter_groups(), lr=optim.learning_rate, occurrences=self.occurrences
             )
         else:  # Keras's Adam epsilon, so switching frameworks changes only the framework
-            optimizer = torch.optim.Adam(self.parameters(), lr=optim.learning_rate, eps=1e-7)
+            optimizer = torch.optim.Adam(self._parameter_groups(), lr=optim.learning_rate, eps=1e-7)
         if optim.lr_decay is None:
             return optimizer
         # threshold 0: any lower loss counts, as for EarlyStopping's min_delta.
@@ -149,6 +149,18 @@ class SentimentClassifier(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
 
+    def _parameter_groups(self) -> list[dict]:
+        ngrams = self.net.ngrams
+        if ngrams is None:
+            return [{"params": list(self.parameters())}]
+        # An n-gram weight moves only in the few batches holding its n-gram: a larger rate.
+        mine = {id(p) for p in ngrams.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in mine]
+        return [
+            {"params": rest},
+            {"params": list(ngrams.parameters()), "lr": self.optim_config.ngram_lr},
+        ]
+
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
@@ -157,11 +169,12 @@ class SentimentClassifier(L.LightningModule):
         if not clip:
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
         if self.occurrences is not None:
             # The per-occurrence gradients are scaled as the gradient was (the factor
-            # clip_grad_norm_ applies), so their squares by its square.
-            self.occurrences.scale_(min(1.0, clip / (norm + 1e-6)) ** 2)
+            # clip_grad_norm_ applies), so their squares by its square. Kept a tensor: reading
+            # it on the host would make every step wait for a GPU.
+            self.occurrences.scale_((clip / (norm + 1e-6)).clamp(max=1.0) ** 2)
 
     def configure_callbacks(self) -> list[L.Callback]:
         # A model setting rather than a Trainer one, so that a resumed run averages as the
@@ -175,9 +188,10 @@ class SentimentClassifier(L.LightningModule):
 
     def keras_parameter_count(self) -> int:
         m = self.model_config
-        return keras_parameter_count(
+        recurrent = keras_parameter_count(
             m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
         )
+        return recurrent + (m.ngram_buckets + 1 if m.ngrams else 0)  # the n-gram weights, bias
 
 
 def _epoch_mean() -> MeanMetric:
