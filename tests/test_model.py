@@ -329,3 +329,14 @@ def test_bigrams_tell_apart_what_single_words_cannot(order):
         optimizer.step()
     accuracy = ((bag(tokens) > 0).float() == labels).float().mean().item()
     assert accuracy == (1.0 if order == 2 else 0.5)
+
+
+def test_parameter_count_includes_the_ngram_weights():
+    # One count for the console line and train.py's free-space check alike.
+    from imdb_torch.config import ModelConfig
+    from imdb_torch.training.module import keras_parameters
+
+    plain = keras_parameters(ModelConfig())
+    assert keras_parameters(ModelConfig(ngrams=3, ngram_buckets=1000)) == plain + 1001
+    model = classifier(ngrams=2, ngram_buckets=1000)
+    assert model.keras_parameter_count() == plain + 1001

@@ -25,11 +25,10 @@ from ..config import (
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
-from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..reporting.runs import version_number
 from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
-from ..training.module import SentimentClassifier
+from ..training.module import SentimentClassifier, keras_parameters
 from ..training.trainer import check_precision, prepare
 from .common import (
     ArgumentParser,
@@ -219,10 +218,7 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
 def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None:
     """Room for the checkpoints (weights and optimiser state) where they will go: a full disk
     is better found before training than after it."""
-    m = settings.model
-    parameters = keras_parameter_count(
-        m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
-    )  # nn.LSTM's second bias adds under a percent
+    parameters = keras_parameters(settings.model)  # nn.LSTM's second bias adds under a percent
     needed = 4 * 3 * parameters + 2**20
     for place in (save_path.parent, logdir):
         existing = next(p for p in (place, *place.parents) if p.exists())
