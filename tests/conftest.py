@@ -133,6 +133,11 @@ def classifier(fused_rnn: bool = True, **settings) -> SentimentClassifier:
     return SentimentClassifier(chosen.model, chosen.optim, fused_rnn=fused_rnn)
 
 
+# train.py's flags for a run of seconds on a tiny archive (add --data, --logdir, --save).
+TINY_RUN_FLAGS = ("--max-epochs", "3", "--maxlen", "20", "--num-words", "30",
+                  "--optimizer", "adam", "--batch-size", "16")  # fmt: skip
+
+
 def tiny_settings(data, **settings) -> Settings:
     """Settings for a fast run on a tiny archive: 30 words, 40 tokens, batches of 16."""
     values = {"data": str(data), "num_words": 30, "maxlen": 40, "batch_size": 16}

@@ -15,25 +15,18 @@ from imdb_torch.cli.flags import given_settings
 from imdb_torch.config import resolve
 from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 
+from .conftest import TINY_RUN_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(tmp_path, data, *extra, save="best.ckpt"):
     argv = [
+        *TINY_RUN_FLAGS,
         "--data",
         str(data),
-        "--max-epochs",
-        "3",
-        "--maxlen",
-        "20",
-        "--num-words",
-        "30",
-        "--optimizer",
-        "adam",
         "--lr",
         "0.01",
-        "--batch-size",
-        "16",
         "--no-progress",
         "--logdir",
         str(tmp_path / "logs"),

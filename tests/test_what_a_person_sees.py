@@ -19,6 +19,8 @@ from imdb_torch.cli import compare as compare_cli
 from imdb_torch.cli import predict as predict_cli
 from imdb_torch.cli import test as test_cli
 
+from .conftest import TINY_RUN_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,20 +31,11 @@ def run(tmp_path_factory, tiny_tarball):
         [
             sys.executable,
             str(ROOT / "scripts" / "train.py"),
+            *TINY_RUN_FLAGS,
             "--data",
             str(tiny_tarball),
-            "--maxlen",
-            "20",
-            "--num-words",
-            "30",
-            "--optimizer",
-            "adam",
             "--lr",
             "0.02",
-            "--batch-size",
-            "16",
-            "--max-epochs",
-            "3",
             "--patience",
             "5",
             "--arch",
