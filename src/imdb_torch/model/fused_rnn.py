@@ -351,13 +351,35 @@ class TimeMajorEmbedding(nn.Embedding):
     The kernel reads its input as (features, time, batch); a batch-first tensor stored
     time-major is that layout after a permute, with no copy (a batch-major one costs a
     transposing copy forward and backward, about a tenth of a step of the lesson's model).
-    Values, gradients and the parameter are ``nn.Embedding``'s.
+    On the CPU its backward is ``_GatherRows``'s. Values, gradients and the parameter are
+    ``nn.Embedding``'s.
     """
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2:
             return super().forward(tokens)
-        return super().forward(tokens.t()).transpose(0, 1)
+        if tokens.device.type != "cpu" or self.padding_idx is not None or self.max_norm:
+            return super().forward(tokens.t()).transpose(0, 1)
+        return _GatherRows.apply(self.weight, tokens.t()).transpose(0, 1)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``weight[tokens]``, whose backward adds each occurrence's gradient to its row with one
+    ``index_add_``: on the CPU about four times faster than ``nn.Embedding``'s backward (which
+    sorts the tokens first), a tenth of a step of the lesson's model."""
+
+    @staticmethod
+    def forward(ctx, weight, tokens):
+        ctx.save_for_backward(tokens)
+        ctx.rows = weight.shape[0]
+        return nn.functional.embedding(tokens, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (tokens,) = ctx.saved_tensors
+        features = grad.shape[-1]
+        rows = grad.new_zeros(ctx.rows, features)
+        return rows.index_add_(0, tokens.reshape(-1), grad.reshape(-1, features)), None
 
 
 def use_fused_kernel(net: nn.Module) -> nn.Module:

@@ -36,7 +36,7 @@ class SequenceDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+        return x * (keep / (1 - self.p))  # the small mask scaled: one pass over x
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
