@@ -1,0 +1,109 @@
+"""How far a recurrent model and the NBSVM baseline reach together: their logits averaged.
+
+The NBSVM-style model of ``linear_baseline.py`` (C=0.3, fitted on the same 20,000 reviews)
+and each checkpoint's model score the 5,000 validation and 25,000 test reviews; the two logits
+are mixed as ``(1 - w) · model + w · nbsvm``. ``w`` is chosen on the validation reviews (what
+a preset could do); the best ``w`` on the test reviews themselves is printed too, as a ceiling
+no honest choice can pass. For a checkpoint with an n-gram path (``--ngrams``), its recurrent
+part alone (the logit less the n-gram path's) is mixed as well.
+
+    python benchmarks/ensemble_ceiling.py --data aclImdb_v1.tar.gz run/best.ckpt ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from linear_baseline import nb_features, texts_and_labels  # noqa: E402
+
+import imdb_torch.cli  # noqa: E402, F401  (TensorBoard without TensorFlow, as the programs)
+from imdb_torch.data.datamodule import IMDBDataModule  # noqa: E402
+from imdb_torch.data.imdb_archive import read_reviews  # noqa: E402
+from imdb_torch.training.checkpoint import (  # noqa: E402
+    datamodule_settings,
+    model_from_checkpoint,
+    read_checkpoint,
+)
+
+WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
+
+
+def nbsvm_logits(data: Path):
+    """NBSVM's logits and the labels for the validation and the test reviews."""
+    reviews = read_reviews(data)
+    texts, labels = texts_and_labels(reviews["train"])
+    test_texts, test_labels = texts_and_labels(reviews["test"])
+    fit, val = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42)
+    features, transform = nb_features([texts[i] for i in fit], labels[fit])
+    model = LogisticRegression(C=0.3, max_iter=1000).fit(features, labels[fit])
+    val_logits = model.decision_function(transform([texts[i] for i in val]))
+    return (val_logits, labels[val]), (model.decision_function(transform(test_texts)), test_labels)
+
+
+def model_logits(ckpt: str, data: Path):
+    """The checkpoint's logits, and its n-gram path's (zeros without one), per review set."""
+    checkpoint = read_checkpoint(ckpt)
+    model = model_from_checkpoint(checkpoint)
+    datamodule = IMDBDataModule(**{**datamodule_settings(checkpoint), "data": str(data)})
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    sets = {}
+    for name, reviews in (("val", datamodule.val_set), ("test", datamodule.test_set)):
+        total, ngram = [], []
+        with torch.no_grad():
+            for start in range(0, len(reviews.labels), 500):
+                tokens = reviews.tokens[start : start + 500]
+                total.append(model.net(tokens))
+                paths = model.net.ngrams
+                ngram.append(paths(tokens) if paths is not None else torch.zeros(len(tokens)))
+        sets[name] = (torch.cat(total).numpy(), torch.cat(ngram).numpy(), reviews.labels.numpy())
+    return sets
+
+
+def mixed(w: float, model, linear):
+    return (1 - w) * model + w * linear
+
+
+def accuracy(logits, labels) -> float:
+    return float(((logits > 0) == (labels > 0.5)).mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="aclImdb_v1.tar.gz")
+    parser.add_argument("checkpoints", nargs="+")
+    args = parser.parse_args()
+    (val_linear, val_labels), (test_linear, test_labels) = nbsvm_logits(Path(args.data))
+    print(f"NBSVM alone: test acc {accuracy(test_linear, test_labels):.4f}")
+    for ckpt in args.checkpoints:
+        sets = model_logits(ckpt, Path(args.data))
+        # The same reviews in the same order on both sides, or the mixture means nothing.
+        assert np.array_equal(sets["val"][2], val_labels)
+        assert np.array_equal(sets["test"][2], test_labels)
+        print(f"\n{ckpt}")
+        (val_total, val_ngram, _), (test_total, test_ngram, _) = sets["val"], sets["test"]
+        parts = {"the model": (val_total, test_total)}
+        if test_ngram.any():
+            parts["its recurrent part"] = (val_total - val_ngram, test_total - test_ngram)
+        for name, (val, test) in parts.items():
+            chosen = max(WEIGHTS, key=lambda w: accuracy(mixed(w, val, val_linear), val_labels))
+            ceiling = max(WEIGHTS, key=lambda w: accuracy(mixed(w, test, test_linear), test_labels))
+            honest = accuracy(mixed(chosen, test, test_linear), test_labels)
+            best = accuracy(mixed(ceiling, test, test_linear), test_labels)
+            print(f"  {name}: alone {accuracy(test, test_labels):.4f}; with NBSVM, w={chosen:g} "
+                  f"chosen on validation: test {honest:.4f}; best w on test ({ceiling:g}): "
+                  f"{best:.4f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
