@@ -136,6 +136,24 @@ def test_the_twins_keep_the_layers_parameters_and_wide_layers_stay_modules():
     assert type(wide.net.rnns[0]) is nn.LSTM
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"max_norm": 1.0}]
+)
+def test_time_major_embedding_gives_nn_embeddings_values_and_gradients(options):
+    """Its own CPU backward (one index_add_) where it can, nn.Embedding's for the options that
+    change the gradient or the weights; repeated tokens included."""
+    torch.manual_seed(0)
+    plain = nn.Embedding(30, 5, **options)
+    twin = fused_rnn.TimeMajorEmbedding(30, 5, **options)
+    twin.weight.data.copy_(plain.weight.data)
+    tokens = torch.randint(0, 30, (7, 40))  # 280 draws of 30 words: every word repeats
+    upstream = torch.randn(7, 40, 5)
+    for embedding in (plain, twin):
+        (embedding(tokens) * upstream).sum().backward()
+    assert torch.allclose(twin(tokens), plain(tokens))
+    assert torch.allclose(twin.weight.grad, plain.weight.grad, atol=1e-6)
+
+
 def test_what_the_kernel_does_not_cover_runs_the_module():
     lstm = nn.LSTM(4, 3, batch_first=True)
     x = torch.randn(2, 5, 4)

@@ -358,7 +358,9 @@ class TimeMajorEmbedding(nn.Embedding):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2:
             return super().forward(tokens)
-        if tokens.device.type != "cpu" or self.padding_idx is not None or self.max_norm:
+        # Options that change the gradient or the weights are left to nn.Embedding's code.
+        options = self.padding_idx is not None, self.max_norm, self.scale_grad_by_freq, self.sparse
+        if tokens.device.type != "cpu" or any(options):
             return super().forward(tokens.t()).transpose(0, 1)
         return _GatherRows.apply(self.weight, tokens.t()).transpose(0, 1)
 
