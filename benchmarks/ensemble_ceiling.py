@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from linear_baseline import nb_features, texts_and_labels  # noqa: E402
+from linear_baseline import nb_features, review_sets  # noqa: E402
 
 import imdb_torch.cli  # noqa: E402, F401  (TensorBoard without TensorFlow, as the programs)
 from imdb_torch.data.datamodule import IMDBDataModule  # noqa: E402
-from imdb_torch.data.imdb_archive import read_reviews  # noqa: E402
 from imdb_torch.training.checkpoint import (  # noqa: E402
     datamodule_settings,
     model_from_checkpoint,
@@ -39,14 +37,13 @@ WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
 
 def nbsvm_logits(data: Path):
     """NBSVM's logits and the labels for the validation and the test reviews."""
-    reviews = read_reviews(data)
-    texts, labels = texts_and_labels(reviews["train"])
-    test_texts, test_labels = texts_and_labels(reviews["test"])
-    fit, val = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42)
-    features, transform = nb_features([texts[i] for i in fit], labels[fit])
-    model = LogisticRegression(C=0.3, max_iter=1000).fit(features, labels[fit])
-    val_logits = model.decision_function(transform([texts[i] for i in val]))
-    return (val_logits, labels[val]), (model.decision_function(transform(test_texts)), test_labels)
+    sets = review_sets(data)
+    (fit_texts, fit_labels), (val_texts, val_labels) = sets["fit"], sets["val"]
+    test_texts, test_labels = sets["test"]
+    features, transform = nb_features(fit_texts, fit_labels)
+    model = LogisticRegression(C=0.3, max_iter=1000).fit(features, fit_labels)
+    val_logits = model.decision_function(transform(val_texts))
+    return (val_logits, val_labels), (model.decision_function(transform(test_texts)), test_labels)
 
 
 def model_logits(ckpt: str, data: Path):

@@ -37,6 +37,20 @@ def texts_and_labels(reviews):
     return [r.text.replace("<br />", " ") for r in reviews], np.array([r.label for r in reviews])
 
 
+def review_sets(archive: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Raw texts and labels of the project's review sets: ``fit`` and ``val`` (20,000 and
+    5,000, split as the data module splits them), ``train`` (all 25,000) and ``test``."""
+    reviews = read_reviews(archive)
+    texts, labels = texts_and_labels(reviews["train"])
+    fit, val = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42)
+    return {
+        "fit": ([texts[i] for i in fit], labels[fit]),
+        "val": ([texts[i] for i in val], labels[val]),
+        "train": (texts, labels),
+        "test": texts_and_labels(reviews["test"]),
+    }
+
+
 def tfidf_features(fit_texts, labels):
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     return vectorizer.fit_transform(fit_texts), vectorizer.transform
@@ -76,13 +90,9 @@ def main() -> None:
         help="also refit with the chosen C on all 25,000 training reviews",
     )
     args = parser.parse_args()
-    reviews = read_reviews(Path(args.archive))
-    texts, labels = texts_and_labels(reviews["train"])
-    test_texts, test_labels = texts_and_labels(reviews["test"])
-    train_idx, val_idx = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42)
-    fit_texts = [texts[i] for i in train_idx]
-    val_texts = [texts[i] for i in val_idx]
-    fit_labels, val_labels = labels[train_idx], labels[val_idx]
+    sets = review_sets(Path(args.archive))
+    (fit_texts, fit_labels), (val_texts, val_labels) = sets["fit"], sets["val"]
+    (texts, labels), (test_texts, test_labels) = sets["train"], sets["test"]
     print(f"{len(fit_texts):,} reviews to fit, {len(val_texts):,} to choose C, "
           f"{len(test_texts):,} to test")  # fmt: skip
     for name, (features, grid) in MODELS.items():
