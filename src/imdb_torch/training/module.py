@@ -101,10 +101,9 @@ class SentimentClassifier(L.LightningModule):
         # torchmetrics issue #3434.)
         epoch_loss.update(loss.detach().expand(len(labels)))
         # A hit: the sigmoid above 0.5 exactly when the review is positive (Keras's
-        # binary_accuracy).
-        # (Not torchmetrics' BinaryAccuracy: its update costs three times as much, a twentieth
-        # of a step of the lesson's model, and reads the values on the host to tell
-        # probabilities from logits, a wait at every step on a GPU.)
+        # binary_accuracy). Not torchmetrics' BinaryAccuracy: its update costs three times as
+        # much, a twentieth of a step of the lesson's model, and reads the values on the host
+        # to tell probabilities from logits, a wait at every step on a GPU.
         hits = (torch.sigmoid(logits.detach()) > 0.5) == labels.bool()
         epoch_acc.update(hits.float())
         # self.log costs about half a millisecond on the CPU, a quarter of a training step of
