@@ -4,8 +4,8 @@ The NBSVM-style model of ``linear_baseline.py`` (C=0.3, fitted on the same 20,00
 and each checkpoint's model score the 5,000 validation and 25,000 test reviews; the two logits
 are mixed as ``(1 - w) · model + w · nbsvm``. ``w`` is chosen on the validation reviews (what
 a preset could do); the best ``w`` on the test reviews themselves is printed too, as a ceiling
-no honest choice can pass. For a checkpoint with an n-gram path (``--ngrams``), its recurrent
-part alone (the logit less the n-gram path's) is mixed as well.
+no honest choice can pass. For a checkpoint with an n-gram model beside its network
+(``--ngrams``), the network alone and the n-gram model alone are mixed as well.
 
     python benchmarks/ensemble_ceiling.py --data aclImdb_v1.tar.gz run/best.ckpt ...
 """
@@ -47,7 +47,7 @@ def nbsvm_logits(data: Path):
 
 
 def model_logits(ckpt: str, data: Path):
-    """The checkpoint's logits, and its n-gram path's (zeros without one), per review set."""
+    """The checkpoint's logits, and its parts' (network, n-gram model) alone, per review set."""
     checkpoint = read_checkpoint(ckpt)
     model = model_from_checkpoint(checkpoint)
     datamodule = IMDBDataModule(**{**datamodule_settings(checkpoint), "data": str(data)})
@@ -55,14 +55,19 @@ def model_logits(ckpt: str, data: Path):
     datamodule.setup("test")
     sets = {}
     for name, reviews in (("val", datamodule.val_set), ("test", datamodule.test_set)):
-        total, ngram = [], []
+        parts = {
+            "the model": model,
+            "its network alone": model.net,
+            "its n-gram model alone": model.ngrams,
+        }
+        logits = {part: [] for part, module in parts.items() if module is not None}
         with torch.no_grad():
             for start in range(0, len(reviews.labels), 500):
                 tokens = reviews.tokens[start : start + 500]
-                total.append(model.net(tokens))
-                paths = model.net.ngrams
-                ngram.append(paths(tokens) if paths is not None else torch.zeros(len(tokens)))
-        sets[name] = (torch.cat(total).numpy(), torch.cat(ngram).numpy(), reviews.labels.numpy())
+                for part in logits:
+                    logits[part].append(parts[part](tokens))
+        sets[name] = ({part: torch.cat(values).numpy() for part, values in logits.items()},
+                      reviews.labels.numpy())  # fmt: skip
     return sets
 
 
@@ -84,14 +89,11 @@ def main() -> int:
     for ckpt in args.checkpoints:
         sets = model_logits(ckpt, Path(args.data))
         # The same reviews in the same order on both sides, or the mixture means nothing.
-        assert np.array_equal(sets["val"][2], val_labels)
-        assert np.array_equal(sets["test"][2], test_labels)
+        assert np.array_equal(sets["val"][1], val_labels)
+        assert np.array_equal(sets["test"][1], test_labels)
         print(f"\n{ckpt}")
-        (val_total, val_ngram, _), (test_total, test_ngram, _) = sets["val"], sets["test"]
-        parts = {"the model": (val_total, test_total)}
-        if test_ngram.any():
-            parts["its recurrent part"] = (val_total - val_ngram, test_total - test_ngram)
-        for name, (val, test) in parts.items():
+        for name in sets["test"][0]:
+            val, test = sets["val"][0][name], sets["test"][0][name]
             chosen = max(WEIGHTS, key=lambda w: accuracy(mixed(w, val, val_linear), val_labels))
             ceiling = max(WEIGHTS, key=lambda w: accuracy(mixed(w, test, test_linear), test_labels))
             honest = accuracy(mixed(chosen, test, test_linear), test_labels)

@@ -7,7 +7,7 @@ from torch import nn
 from imdb_torch.config import PRESETS, resolve
 from imdb_torch.errors import UserError
 from imdb_torch.model.keras_compat import KerasRMSprop, SequenceDropout, keras_parameter_count
-from imdb_torch.model.network import NgramBag, WordDropout
+from imdb_torch.model.network import WordDropout
 
 from .conftest import classifier, tiny_settings, validation_by_hand
 
@@ -287,48 +287,6 @@ def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tm
     assert row["train_loss"] > 0 and 0 <= row["train_acc"] <= 1
     # One process: fed batches cut from tensors kept where the model is (data/batches.py).
     assert isinstance(run.trainer.train_dataloader, DeviceBatches)
-
-
-def test_ngrams_are_counted_without_padding_and_hashed_alike_wherever_they_occur():
-    bag = NgramBag(order=3, buckets=2**20)
-    tokens = torch.tensor([[0, 0, 7, 8, 9, 7, 8], [0, 0, 0, 0, 0, 8, 7]])
-    ids, present = bag.hashed_ngrams(tokens)
-    # Five words give 5 + 4 + 3 n-grams; two words 2 + 1.
-    assert present.sum(dim=1).tolist() == [12, 3]
-    unigrams, bigrams = ids[:, :7], ids[:, 7:13]
-    assert unigrams[0, 2] == unigrams[0, 5] == unigrams[1, 6]  # the word 7, three times
-    assert bigrams[0, 2] == bigrams[0, 5]  # "7 8" twice
-    assert bigrams[0, 2] != bigrams[1, 5]  # "7 8" is not "8 7"
-    assert unigrams[0, 2] != bigrams[0, 2]
-
-
-def test_the_ngram_path_starts_silent_and_has_its_own_learning_rate():
-    torch.manual_seed(0)
-    plain = classifier(arch="gru", num_words=20, optimizer="adam").eval()
-    torch.manual_seed(0)
-    model = classifier(arch="gru", num_words=20, optimizer="adam", lr=0.002, ngrams=2,
-                       ngram_buckets=4096, ngram_lr=0.1).eval()  # fmt: skip
-    tokens = torch.randint(4, 20, (8, 12))
-    assert torch.equal(plain(tokens), model(tokens))
-    groups = model.configure_optimizers().param_groups
-    assert [group["lr"] for group in groups] == [0.002, 0.1]
-    assert groups[1]["params"] == [model.net.ngrams.weight, model.net.ngrams.bias]
-
-
-@pytest.mark.parametrize("order", [1, 2])
-def test_bigrams_tell_apart_what_single_words_cannot(order):
-    # "5 6" is positive, "6 5" negative: the same words, so only bigrams separate them.
-    tokens = torch.tensor([[0, 9, 5, 6, 11], [0, 9, 6, 5, 11]] * 4)
-    labels = torch.tensor([1.0, 0.0] * 4)
-    bag = NgramBag(order, buckets=4096)
-    optimizer = torch.optim.Adam(bag.parameters(), lr=0.1)
-    for _ in range(30):
-        loss = nn.functional.binary_cross_entropy_with_logits(bag(tokens), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    accuracy = ((bag(tokens) > 0).float() == labels).float().mean().item()
-    assert accuracy == (1.0 if order == 2 else 0.5)
 
 
 def test_parameter_count_includes_the_ngram_weights():

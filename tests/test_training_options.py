@@ -94,12 +94,17 @@ def test_lr_decay_after_each_epoch_without_a_lower_validation_loss(tiny_tarball,
 def flags(data, logdir, *extra):
     return ["--data", str(data), "--maxlen", "40", "--num-words", "30", "--batch-size", "16",
             "--optimizer", "adam", "--patience", "9", "--seed", "3",
-            "--no-progress", "--logdir", str(logdir), "--save", str(logdir / "best.ckpt"),
-            *extra]  # fmt: skip
+            "--no-progress", "--logdir", str(logdir), "--name", "run",
+            "--save", str(logdir / "best.ckpt"), *extra]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "option", [("--ema", "0.9", "--lr", "0.01"), ("--lr-decay", "0.5", "--lr", "0.1")]
+    "option",
+    [
+        ("--ema", "0.9", "--lr", "0.01"),
+        ("--lr-decay", "0.5", "--lr", "0.1"),
+        ("--ngrams", "2", "--ngram-buckets", "4096", "--lr", "0.01"),  # its ratios, its rate
+    ],
 )
 def test_resumed_run_goes_on_as_an_uninterrupted_one(tiny_tarball, tmp_path, option):
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -110,7 +115,7 @@ def test_resumed_run_goes_on_as_an_uninterrupted_one(tiny_tarball, tmp_path, opt
     assert train_cli.main(flags(tiny_tarball, split, "--resume", "--max-epochs", "5")) == 0
 
     def history(logdir):
-        rows = json.loads((logdir / "lstm" / "version_0" / "history.json").read_text())
+        rows = json.loads((logdir / "run" / "version_0" / "history.json").read_text())
         return [row["val_loss"] for row in rows]
 
     losses = history(whole)

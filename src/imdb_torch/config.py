@@ -62,8 +62,9 @@ class ModelConfig:
 
     ngrams: int = setting(
         0,
-        "beyond the lesson: add a linear model over the review's word n-grams of 1 to N "
-        "words (hashed, trained jointly) to the recurrent model's output; 0: none",
+        "beyond the lesson: beside the network, NBSVM's linear model over the review's "
+        "word n-grams of 1 to N words (hashed, naive-Bayes-weighted), trained on its own "
+        "loss; the answer is the mean of the two logits; 0: none",
         metavar="N",
     )
     ngram_buckets: int = setting(
@@ -106,9 +107,7 @@ class OptimConfig:
         metavar="FACTOR",
     )
     grad_clip: float | None = setting(None, "clip the gradient norm to this value (default: off)")
-    ngram_lr: float = setting(
-        0.01, "learning rate of the n-gram weights (--ngrams): each is seen in few batches"
-    )
+    ngram_lr: float = setting(0.003, "learning rate of the n-gram model (--ngrams)")
     ema: float | None = setting(
         None,
         "validate, checkpoint and save an exponential moving average of the weights, updated "

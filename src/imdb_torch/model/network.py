@@ -55,7 +55,6 @@ class SentimentNet(nn.Module):
         )
         pooled = 2 if config.pooling == "mean-max" else 1
         self.head = nn.Linear(pooled * directions * config.hidden_size, 1)
-        self.ngrams = NgramBag(config.ngrams, config.ngram_buckets) if config.ngrams else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of "positive", shape (batch,), for ``tokens`` (batch, time) padded with 0."""
@@ -71,10 +70,7 @@ class SentimentNet(nn.Module):
             features = final_state(state)
         else:  # beyond the lesson: pool the top layer's outputs over the review's words
             features = pool_over_tokens(x, tokens != PAD, self.config.pooling)
-        logits = self.head(features).squeeze(-1)  # Dense(1); the sigmoid is in the loss
-        if self.ngrams is not None:  # beyond the lesson: a linear model beside the recurrent one
-            logits = logits + self.ngrams(tokens)
-        return logits
+        return self.head(features).squeeze(-1)  # Dense(1); the sigmoid is in the loss
 
 
 def final_state(state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -127,48 +123,3 @@ class WordDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-
-
-class NgramBag(nn.Module):
-    """A linear model over a review's word n-grams: its score is added to the network's logit.
-
-    Every run of 1 to ``order`` consecutive tokens (padding left out) is hashed to one of
-    ``buckets`` weights, and the review scores the sum of its n-grams' weights over the square
-    root of their count (a long review is not more certain for being long). It is the
-    bag-of-n-grams logistic regression a practitioner fits first, trained here with the
-    recurrent network rather than beside it. The weights start at zero: the path begins silent.
-    """
-
-    # Odd multipliers well above any vocabulary: distinct n-grams seldom share a hash.
-    _MIX = 1_000_003
-    _SPREAD = 2_654_435_761
-
-    def __init__(self, order: int, buckets: int):
-        super().__init__()
-        self.order, self.buckets = order, buckets
-        self.weight = nn.Parameter(torch.zeros(buckets))
-        self.bias = nn.Parameter(torch.zeros(()))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        ids, present = self.hashed_ngrams(tokens)
-        weights = self.weight[ids] * present
-        count = present.sum(dim=1).clamp(min=1)
-        return weights.sum(dim=1) / count.sqrt() + self.bias
-
-    def hashed_ngrams(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bucket of every n-gram of ``tokens`` (batch, time), and which hold no padding."""
-        ids, present = [], []
-        for n in range(1, min(self.order, tokens.shape[1]) + 1):
-            span = tokens.shape[1] - n + 1
-            key = torch.full_like(tokens[:, :span], n)  # n itself: "a" and "a a" differ
-            whole = torch.ones_like(key, dtype=torch.bool)
-            for offset in range(n):
-                word = tokens[:, offset : offset + span]
-                key = key * self._MIX + word  # int64 wraps around: still a fine hash
-                whole &= word != PAD
-            ids.append((key * self._SPREAD).remainder(self.buckets))
-            present.append(whole)
-        return torch.cat(ids, dim=1), torch.cat(present, dim=1)
-
-    def extra_repr(self) -> str:
-        return f"order={self.order}, buckets={self.buckets}"

@@ -3,6 +3,9 @@
 Keras's ``model.compile(optimizer=RMSprop(1e-4), loss='binary_crossentropy',
 metrics=['accuracy'])`` is this class: the loss, the accuracy, the optimiser. ``model.fit``
 is Lightning's ``Trainer`` (``training/trainer.py``).
+
+Beyond the lesson, ``--ngrams`` sets NBSVM's linear model (``model/ngrams.py``) beside the
+network: each learns from its own loss, and the classifier answers with their logits' mean.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..model.keras_compat import (
     keras_parameter_count,
 )
 from ..model.network import SentimentNet
+from ..model.ngrams import NgramBag
 
 CHECKPOINT_MARK = "imdb_torch"  # marks a checkpoint as this program's (training/checkpoint.py)
 
@@ -56,6 +60,7 @@ class SentimentClassifier(L.LightningModule):
         self.model_config, self.optim_config = model, optim
 
         self.net = SentimentNet(model)
+        self.ngrams = NgramBag(model.ngrams, model.ngram_buckets) if model.ngrams else None
         if optim.init == "keras":
             keras_init_(self.net)
         if fused_rnn:
@@ -76,7 +81,11 @@ class SentimentClassifier(L.LightningModule):
         self.test_probabilities: list[torch.Tensor] = []
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.net(tokens)
+        """Logits of "positive": the network's, or its mean with the n-gram model's."""
+        logits = self.net(tokens)
+        if self.ngrams is not None:
+            logits = (logits + self.ngrams(tokens)) / 2
+        return logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step("train", self.train_loss, self.train_acc, batch, batch_idx)[0]
@@ -90,12 +99,20 @@ class SentimentClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.sigmoid(self.net(tokens))
+        return torch.sigmoid(self(tokens))
 
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
         logits = self.net(tokens)
         loss = self.loss_fn(logits, labels)
+        if self.ngrams is not None:
+            # Each model learns from its own loss. Under one loss, the n-gram model, which
+            # learns the training reviews by heart within an epoch, would leave the network
+            # nothing to learn from. Reported: the loss of the answer, their mean.
+            ngram_logits = self.ngrams(tokens)
+            trained = loss + self.loss_fn(ngram_logits, labels)
+            logits = (logits + ngram_logits) / 2
+            loss = self.loss_fn(logits, labels)
         # The batch's loss once per review: the epoch's mean weighs batches by their size.
         # (Not update(loss, weight): MeanMetric drops weights under nan_strategy="disable",
         # torchmetrics issue #3434.)
@@ -115,7 +132,7 @@ class SentimentClassifier(L.LightningModule):
             for name, metric in ((f"{stage}_loss", epoch_loss), (f"{stage}_acc", epoch_acc)):
                 self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True,
                          logger=stage == "test")  # fmt: skip
-        return loss, logits
+        return (loss if self.ngrams is None else trained), logits
 
     def _batches(self, stage: str) -> int:
         if stage == "train":
@@ -137,14 +154,26 @@ class SentimentClassifier(L.LightningModule):
         self.test_acc.reset()
         self.test_probabilities = []
 
+    def setup(self, stage: str) -> None:
+        # NBSVM's ratios come from the training reviews, before the first step. (A resumed
+        # run then loads the same ratios from its checkpoint.)
+        if stage == "fit" and self.ngrams is not None:
+            reviews = self.trainer.datamodule.train_set
+            self.ngrams.count_ratios(reviews.tokens, reviews.labels)
+
     def configure_optimizers(self):
         optim = self.optim_config
         if optim.optimizer == "rmsprop":
             optimizer = KerasRMSprop(
                 self._parameter_groups(), lr=optim.learning_rate, occurrences=self.occurrences
             )
-        else:  # Keras's Adam epsilon, so switching frameworks changes only the framework
-            optimizer = torch.optim.Adam(self._parameter_groups(), lr=optim.learning_rate, eps=1e-7)
+        else:  # Keras's Adam epsilon, so switching frameworks changes only the framework.
+            # Fused: one pass over the weights rather than several, a third of the time for
+            # the n-gram model's millions (where PyTorch has a fused Adam: CPU and CUDA).
+            fused = self.device.type in ("cpu", "cuda")
+            optimizer = torch.optim.Adam(
+                self._parameter_groups(), lr=optim.learning_rate, eps=1e-7, fused=fused
+            )
         if optim.lr_decay is None:
             return optimizer
         # threshold 0: any lower loss counts, as for EarlyStopping's min_delta.
@@ -155,16 +184,11 @@ class SentimentClassifier(L.LightningModule):
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
 
     def _parameter_groups(self) -> list[dict]:
-        ngrams = self.net.ngrams
-        if ngrams is None:
-            return [{"params": list(self.parameters())}]
-        # An n-gram weight moves only in the few batches holding its n-gram: a larger rate.
-        mine = {id(p) for p in ngrams.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in mine]
-        return [
-            {"params": rest},
-            {"params": list(ngrams.parameters()), "lr": self.optim_config.ngram_lr},
-        ]
+        groups = [{"params": list(self.net.parameters())}]
+        if self.ngrams is not None:  # a linear model over millions of features: its own rate
+            groups.append({"params": list(self.ngrams.parameters()),
+                           "lr": self.optim_config.ngram_lr})  # fmt: skip
+        return groups
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
@@ -173,8 +197,8 @@ class SentimentClassifier(L.LightningModule):
         clip = self.optim_config.grad_clip if gradient_clip_val is None else gradient_clip_val
         if not clip:
             return
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        # The network's gradient only: the n-gram model's own loss must not scale it down.
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
         if self.occurrences is not None:
             # The per-occurrence gradients are scaled as the gradient was (the factor
             # clip_grad_norm_ applies), so their squares by its square. Kept a tensor: reading
