@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Thin wrapper around imdb_torch.cli.train: see `python scripts/train.py --help`."""
+"""Runs imdb_torch.cli.train: see `python scripts/train.py --help`."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 # Lets a fresh clone run the script before `pip install -e .`; an installed package is the same.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_torch.cli.train import main  # noqa: E402
+from imdb_torch.cli import launch  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launch("train"))

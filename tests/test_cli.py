@@ -12,6 +12,7 @@ import torch
 from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
 from imdb_torch.cli.flags import given_settings
+from imdb_torch.cli.parsers import build_train_parser
 from imdb_torch.config import resolve
 from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 
@@ -261,7 +262,7 @@ def test_lightning_tips_are_left_out(caplog):
 
 
 def settings_of(*argv: str):
-    args = train_cli.build_parser().parse_args(argv)
+    args = build_train_parser().parse_args(argv)
     return resolve(args.preset, given_settings(args)).flat()
 
 
@@ -277,8 +278,27 @@ def test_strong_preset_sets_its_epoch_limit_and_flags_override_it():
 
 
 def test_only_the_flags_given_are_settings_given():
-    parser = train_cli.build_parser()
+    parser = build_train_parser()
     assert given_settings(parser.parse_args([])) == {}
     args = parser.parse_args(["--no-bidirectional", "--lr", "0.5", "--preset", "gru"])
     assert given_settings(args) == {"bidirectional": False, "lr": 0.5}
     assert settings_of("--preset", "strong", "--no-bidirectional")["bidirectional"] is False
+
+
+@pytest.mark.parametrize("tool", ["train", "test", "predict", "compare", "reproduce"])
+@pytest.mark.parametrize(("flags", "status"), [(["--help"], 0), (["--no-such-flag"], 2)])
+def test_help_and_usage_errors_answer_before_pytorch_is_imported(tool, flags, status):
+    # Importing PyTorch and Lightning takes seconds; argparse's answers need neither.
+    program = (
+        "import sys\n"
+        "from imdb_torch.cli import launch\n"
+        "try:\n"
+        f"    launch({tool!r}, {flags!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, sorted({'torch', 'lightning'} & set(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == f"exit {status} []"

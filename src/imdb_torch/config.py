@@ -106,8 +106,12 @@ class OptimConfig:
         "the validation loss (Keras's ReduceLROnPlateau, patience 0; default: constant)",
         metavar="FACTOR",
     )
-    grad_clip: float | None = setting(None, "clip the gradient norm to this value (default: off)")
-    ngram_lr: float = setting(0.003, "learning rate of the n-gram model (--ngrams)")
+    grad_clip: float | None = setting(
+        None, "clip the network's gradient norm to this value (default: off)"
+    )
+    ngram_lr: float = setting(
+        0.003, "learning rate of the n-gram model (--ngrams), which learns faster than the network"
+    )
     ema: float | None = setting(
         None,
         "validate, checkpoint and save an exponential moving average of the weights, updated "
@@ -256,6 +260,8 @@ def _names(config_class) -> tuple[str, ...]:
 def setting_names() -> tuple[str, ...]:
     return tuple(name for config_class in CONFIGS for name in _names(config_class))
 
+
+EXPERIMENTS = ("lstm", "lstm-dropout", "lstm-2layer", "gru")  # the lesson's, as presets below
 
 # The lesson's four experiments, and one beyond the book; a preset overrides some settings,
 # flags given on the command line override anything.

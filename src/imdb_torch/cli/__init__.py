@@ -1,7 +1,9 @@
-"""Command-line tools; ``scripts/*.py`` are thin wrappers around these ``main`` functions."""
+"""Command-line tools; ``scripts/*.py`` run them through ``launch``."""
 
+import importlib
 import sys
 import types
+from collections.abc import Sequence
 
 # TensorBoard writes its event files through TensorFlow whenever TensorFlow is installed (the
 # tfds extra brings it), and importing TensorFlow costs each program seconds of start-up and
@@ -9,3 +11,21 @@ import types
 # own stand-in; a module named ``tensorboard.compat.notf`` is TensorBoard's switch to that
 # stand-in (tensorboard/compat/__init__.py). Set before anything imports TensorBoard.
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
+def launch(tool: str, argv: Sequence[str] | None = None) -> int:
+    """Run ``tool`` (train, test, predict, compare, reproduce) on ``argv``, its flags parsed
+    first: ``--help`` and a usage error answer before the seconds of importing PyTorch and
+    Lightning, which the tool's own module does."""
+    from . import parsers
+
+    getattr(parsers, f"build_{tool}_parser")().parse_args(argv)  # exits on --help or an error
+    return importlib.import_module(f"{__name__}.{tool}").main(argv)
+
+
+def train_command() -> int:  # the imdb-torch-train command (pyproject.toml)
+    return launch("train")
+
+
+def test_command() -> int:  # the imdb-torch-test command
+    return launch("test")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -18,52 +17,6 @@ from lightning.pytorch.strategies import StrategyRegistry
 
 from ..errors import UserError
 from ..training.trainer import Hardware
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are a single line on stderr (exit status 2)."""
-
-    def __init__(self, *args, **kwargs):
-        # Each help text states its default itself, once (argparse's defaults formatter would
-        # add a second, and "None" where there is no default).
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_hardware_flags(parser: argparse.ArgumentParser):
-    """The flags passed to Lightning's ``Trainer``; returns their group for tools to extend."""
-    group = parser.add_argument_group("hardware (passed to Lightning's Trainer)")
-    group.add_argument(
-        "--accelerator",
-        default="auto",
-        help="cpu, gpu, cuda, mps, or auto: a GPU when one is present (default auto)",
-    )
-    group.add_argument(
-        "--devices", default="auto", help="how many devices, or which: e.g. 2 or 0,1 (default auto)"
-    )
-    group.add_argument(
-        "--precision", default=None, help="e.g. 32-true, 16-mixed, bf16-mixed (default: 32-true)"
-    )
-    add_plain_rnn_flag(group)
-    return group
-
-
-def add_plain_rnn_flag(parser) -> None:
-    parser.add_argument(
-        "--plain-rnn",
-        action="store_true",
-        help="on the CPU, run nn.LSTM/nn.GRU's own code instead of the fused recurrent kernel "
-        "(same results to 1e-5, several times slower; the GPU always runs cuDNN)",
-    )
 
 
 def devices_value(text: str):

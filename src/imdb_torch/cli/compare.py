@@ -11,32 +11,10 @@ from matplotlib.figure import Figure
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.runs import Run, load_runs
-from .common import ArgumentParser, run
+from .common import run
+from .parsers import build_compare_parser
 
 PROG = "compare.py"
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description=(
-            "Overlay train (dashed) and validation (solid) loss and accuracy per epoch of several "
-            "runs in one figure, and print each run's best epoch, validation loss and accuracy, "
-            "and test accuracy when test.py has evaluated it. Reads what training logged; "
-            "nothing is trained again."
-        ),
-    )
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        help="run directories (lightning_logs/gru/version_0), experiment directories "
-        "(lightning_logs/gru: its newest run), log directories (lightning_logs: every run in "
-        "it) or checkpoints",
-    )
-    parser.add_argument(
-        "--out", default="compare.png", help="figure to write, PNG (default compare.png)"
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_compare_parser().parse_args(argv)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: directory {out.parent} does not exist")

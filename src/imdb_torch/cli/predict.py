@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -10,46 +9,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..predictor import Predictor
-from .common import ArgumentParser, add_plain_rnn_flag, positive_int, run
+from .common import run
+from .parsers import build_predict_parser
 
 PROG = "predict.py"
-
-EPILOG = """\
-input:
-  Reviews come from the arguments, else from --file (one review per line), else from standard
-  input (one per line). Blank lines are skipped. Text is encoded as the model's training data
-  was: lower case, punctuation and <br /> removed, words outside the model's vocabulary
-  (num_words most frequent) become "unknown". A review longer than the model's maxlen is cut
-  the way training data was (by default keeping its last maxlen words). The "known" column
-  counts, among the words the model reads, those it has learnt (known/read). A review with no
-  known word, or most of whose words lie outside what the model reads, still gets a
-  probability, but a warning on stderr (and the "warning" field of --json) says why it means
-  little.
-
-examples:
-  python scripts/predict.py --ckpt best.ckpt "This film was wonderful" "A dull, boring mess"
-  python scripts/predict.py --ckpt best.ckpt --file reviews.txt --json
-  cat reviews.txt | python scripts/predict.py --ckpt best.ckpt
-"""
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description="Print each review's probability of being positive, and its label.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("reviews", nargs="*", help="review texts (quote each one)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
-    parser.add_argument("--file", help="a UTF-8 text file with one review per line")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=1024, help="reviews per batch (default 1024)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    add_plain_rnn_flag(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,7 +63,7 @@ def printable(text: str) -> str:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_predict_parser().parse_args(argv)
     predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
     reviews = _read_reviews(args)
     predictions = predictor.predict(reviews, batch_size=args.batch_size)

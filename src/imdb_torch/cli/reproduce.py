@@ -13,51 +13,17 @@ import lightning as L
 import torch
 
 from ..config import resolve
-from ..reporting.report import EXPERIMENTS, run_file, write_report, write_run
+from ..reporting.report import run_file, write_report, write_run
 from ..training.checkpoint import read_checkpoint
 from ..training.trainer import evaluate, prepare
 from .common import (
-    ArgumentParser,
-    add_hardware_flags,
     hardware_from_flags,
-    positive_int,
     quiet_lightning,
     run,
 )
+from .parsers import build_reproduce_parser
 
 PROG = "reproduce.py"
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description=(
-            "Train the lesson's experiments (lstm, lstm-dropout, lstm-2layer, gru) with their "
-            "exact settings, once per seed, evaluate each best checkpoint on the test set, and "
-            "write OUT/runs/*.json, OUT/summary.md (mean ± std over seeds), OUT/curves.png and "
-            "OUT/test_accuracy.png. Finished runs are kept: run it again after an interruption "
-            "and it does the rest, resuming a run cut off mid-way from its last epoch."
-        ),
-    )
-    parser.add_argument("--data", default=None, help="data source, as for train.py")
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[42], help="one run per seed (default 42)"
-    )
-    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS),
-                        help="which of the lesson's experiments (default: all four)")  # fmt: skip
-    parser.add_argument(
-        "--max-epochs", type=positive_int, default=100, help="at most (default 100)"
-    )
-    parser.add_argument(
-        "--patience", type=positive_int, default=3, help="early stopping (default 3)"
-    )
-    parser.add_argument(
-        "--out", default="results/chapter", help="results directory (default results/chapter)"
-    )
-    parser.add_argument("--cache-dir", default=None, help="as for train.py")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_hardware_flags(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
     out = Path(args.out).resolve()
     jobs = [(e, s) for e in args.experiments for s in args.seeds]

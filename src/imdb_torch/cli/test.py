@@ -25,41 +25,13 @@ from ..training.checkpoint import (
 from ..training.tensorboard import TEST_ACC
 from ..training.trainer import evaluate
 from .common import (
-    ArgumentParser,
-    add_hardware_flags,
     hardware_from_flags,
-    positive_int,
     quiet_lightning,
     run,
 )
+from .parsers import build_test_parser
 
 PROG = "test.py"
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description=(
-            "Evaluate a checkpoint written by train.py on the IMDB test set: test loss and "
-            "accuracy, scikit-learn's classification report and the confusion matrix. The data "
-            "is prepared with the checkpoint's own settings (vocabulary size, maxlen, padding)."
-        ),
-    )
-    parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
-    parser.add_argument(
-        "--data", default=None, help="data source; default: the one the checkpoint was trained on"
-    )
-    parser.add_argument(
-        "--cache-dir", default=None, help="the cache directory (default: as train.py)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=512,
-        help="evaluation batch size; changes speed, not results (default 512)",
-    )
-    add_hardware_flags(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_test_parser().parse_args(argv)
     hardware = hardware_from_flags(args)
     if args.batch_size > 65536:
         raise UserError(f"--batch-size must be at most 65536, got {args.batch_size}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -13,11 +12,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import (
-    PRESETS,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
     Settings,
     experiment_name,
     resolve,
@@ -31,87 +25,20 @@ from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from
 from ..training.module import SentimentClassifier, keras_parameters
 from ..training.trainer import check_precision, prepare
 from .common import (
-    ArgumentParser,
     HearSecondInterrupt,
-    add_hardware_flags,
     hardware_from_flags,
-    positive_int,
     quiet_lightning,
     run,
     second_signal_ends_it,
 )
-from .flags import add_setting_flags, given_settings
+from .flags import given_settings
+from .parsers import build_train_parser
 
 PROG = "train.py"
-
-EPILOG = """\
-presets (the lesson's four experiments; flags given as well override them):
-  lstm          LSTM(8)
-  lstm-dropout  LSTM(8, dropout=0.3)
-  lstm-2layer   two stacked LSTM(8, dropout=0.3)
-  gru           GRU(8)
-  strong        beyond the book: vocabulary 10,000, maxlen 400, two-layer bidirectional
-                LSTM(64, dropout=0.5) read through mean and max pooling, word dropout 0.3,
-                Adam 5e-4 halved after each epoch without a lower validation loss,
-                gradient clipping at 1.0, patience 3, at most 7 epochs
-
-examples:
-  python scripts/train.py --arch gru
-  python scripts/train.py --preset lstm-2layer --data aclImdb_v1.tar.gz
-  python scripts/test.py --ckpt best.ckpt
-"""
 
 # What a resumed run may change: where the data is, how fast it is read, how long to train.
 # Any other setting given on --resume must match the checkpoint's.
 CHANGEABLE_ON_RESUME = ("data", "cache_dir", "eval_batch_size", "num_workers", "max_epochs")
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description=(
-            "Train a sentiment classifier on IMDB: Embedding(500, 16) -> LSTM/GRU -> Dense(1), "
-            "RMSprop(1e-4), batch 64, early stopping on validation loss with patience 3. "
-            "Writes TensorBoard logs and checkpoints under --logdir, the best model to --save, "
-            "and a train/val loss plot."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    model = parser.add_argument_group("model (defaults: the preset's, else the lesson's LSTM(8))")
-    model.add_argument("--preset", choices=PRESETS, help="a named configuration (see below)")
-    add_setting_flags(model, ModelConfig, skip=("num_words",))
-    add_setting_flags(parser.add_argument_group("optimisation"), OptimConfig)
-    data = parser.add_argument_group("data")
-    add_setting_flags(data, ModelConfig, only=("num_words",))
-    add_setting_flags(data, DataConfig)
-    add_setting_flags(parser.add_argument_group("training"), RunConfig)
-
-    hardware = add_hardware_flags(parser)
-    hardware.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs")
-    hardware.add_argument("--num-nodes", type=positive_int, default=1, help="machines (1)")
-
-    out = parser.add_argument_group("output")
-    out.add_argument(
-        "--logdir",
-        default="lightning_logs",
-        help="TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N",
-    )
-    out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
-    out.add_argument(
-        "--save", default="best.ckpt", help="where the best model is copied at the end"
-    )
-    out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    out.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        metavar="LAST_CKPT",
-        help="continue an interrupted run from its last.ckpt: the newest run of this "
-        "experiment, or the checkpoint given; its settings come from the checkpoint",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     # Everything is checked before any work: flags, paths, then the data, and only then is a
     # run directory made, so a mistake leaves nothing behind.
-    args = build_parser().parse_args(argv)
+    args = build_train_parser().parse_args(argv)
     given = given_settings(args)
     save_path = _checked_save_path(args.save)
     hardware = hardware_from_flags(args)
@@ -219,7 +146,9 @@ def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None
     """Room for the checkpoints (weights and optimiser state) where they will go: a full disk
     is better found before training than after it."""
     parameters = keras_parameters(settings.model)  # nn.LSTM's second bias adds under a percent
-    needed = 4 * 3 * parameters + 2**20
+    # Each weight in float32 with two optimiser moments; the n-gram model's ratios beside its.
+    ratios = settings.model.ngram_buckets if settings.model.ngrams else 0
+    needed = 4 * (3 * parameters + ratios) + 2**20
     for place in (save_path.parent, logdir):
         existing = next(p for p in (place, *place.parents) if p.exists())
         free = shutil.disk_usage(existing).free

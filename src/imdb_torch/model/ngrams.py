@@ -23,7 +23,8 @@ from ..data.text import PAD
 class NgramBag(nn.Module):
     """NBSVM over the hashed word n-grams of 1 to ``order`` words (padding left out).
 
-    The weights start at zero: the path begins silent and learns from its own loss.
+    The weights start at zero, so the model's logit starts at zero. ``min_df`` works on
+    buckets: n-grams of single reviews that share a bucket count together.
     """
 
     # Odd multipliers well above any vocabulary: distinct n-grams seldom share a hash.
@@ -53,11 +54,12 @@ class NgramBag(nn.Module):
         for rows, classes in zip(tokens.split(1024), labels.split(1024), strict=True):
             ids, present = self.distinct_ngrams(rows.to(self.ratio.device))
             is_positive = (classes > 0.5).to(ids.device).unsqueeze(1).expand_as(ids)
-            for counts, mine in ((positive, is_positive), (negative, ~is_positive)):
-                chosen = ids[present & mine]
-                counts += torch.bincount(chosen, minlength=self.buckets).to(counts)
+            for counts, of_class in ((positive, is_positive), (negative, ~is_positive)):
+                found = ids[present & of_class]
+                counts += torch.bincount(found, minlength=self.buckets).to(counts)
         ratio = torch.log((positive / positive.sum()) / (negative / negative.sum()))
-        ratio[positive + negative - 2 < self.MIN_REVIEWS] = 0
+        reviews = positive + negative - 2  # less the two ones added above
+        ratio[reviews < self.MIN_REVIEWS] = 0
         self.ratio.copy_(ratio)
 
     def distinct_ngrams(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

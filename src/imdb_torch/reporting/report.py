@@ -8,11 +8,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from ..config import EXPERIMENTS
 from ..errors import UserError
 from ..fileio import atomic_path
 from .runs import checked_history, read_json
 
-EXPERIMENTS = ("lstm", "lstm-dropout", "lstm-2layer", "gru")
 FRAMEWORKS = ("keras", "imdb-torch")
 # The book's published numbers (val loss / val acc at the best epoch, test acc of the 2-layer).
 BOOK = {

@@ -50,6 +50,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     state, hparams = checkpoint["state_dict"], checkpoint["hyper_parameters"]
     if not isinstance(hparams, dict) or not isinstance(state, dict):
         raise UserError(f"{path}: its settings or weights are not tables, as this program writes")
+    if "net.ngrams.weight" in state:
+        raise UserError(
+            f"{path} holds the n-gram path of an earlier imdb-torch (added to the network, "
+            "without naive-Bayes ratios), which this version no longer reads; train it again"
+        )
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             raise UserError(f"{path}: weight {name!r} is not a tensor")

@@ -35,7 +35,8 @@ CHECKPOINT_MARK = "imdb_torch"  # marks a checkpoint as this program's (training
 
 
 class SentimentClassifier(L.LightningModule):
-    """Trains ``SentimentNet(model)`` with binary cross-entropy and ``optim``'s optimiser.
+    """Trains ``SentimentNet(model)`` (and, with ``--ngrams``, an ``NgramBag`` beside it) with
+    binary cross-entropy and ``optim``'s optimiser.
 
     Args:
         model, optim: the settings (dataclasses, or their ``asdict`` form as saved in
@@ -104,13 +105,13 @@ class SentimentClassifier(L.LightningModule):
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
         logits = self.net(tokens)
-        loss = self.loss_fn(logits, labels)
+        loss = trained = self.loss_fn(logits, labels)
         if self.ngrams is not None:
             # Each model learns from its own loss. Under one loss, the n-gram model, which
             # learns the training reviews by heart within an epoch, would leave the network
             # nothing to learn from. Reported: the loss of the answer, their mean.
             ngram_logits = self.ngrams(tokens)
-            trained = loss + self.loss_fn(ngram_logits, labels)
+            trained = trained + self.loss_fn(ngram_logits, labels)
             logits = (logits + ngram_logits) / 2
             loss = self.loss_fn(logits, labels)
         # The batch's loss once per review: the epoch's mean weighs batches by their size.
@@ -132,7 +133,7 @@ class SentimentClassifier(L.LightningModule):
             for name, metric in ((f"{stage}_loss", epoch_loss), (f"{stage}_acc", epoch_acc)):
                 self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True,
                          logger=stage == "test")  # fmt: skip
-        return (loss if self.ngrams is None else trained), logits
+        return trained, logits
 
     def _batches(self, stage: str) -> int:
         if stage == "train":
@@ -155,9 +156,12 @@ class SentimentClassifier(L.LightningModule):
         self.test_probabilities = []
 
     def setup(self, stage: str) -> None:
-        # NBSVM's ratios come from the training reviews, before the first step. (A resumed
-        # run then loads the same ratios from its checkpoint.)
+        # NBSVM's ratios come from the training reviews, before the first step; without them
+        # the n-gram model would learn nothing. (A resumed run counts the same ratios, and
+        # Lightning then loads them from its checkpoint.)
         if stage == "fit" and self.ngrams is not None:
+            if self.trainer.datamodule is None:
+                raise ValueError("--ngrams counts its ratios on the data module's training set")
             reviews = self.trainer.datamodule.train_set
             self.ngrams.count_ratios(reviews.tokens, reviews.labels)
 
@@ -168,9 +172,11 @@ class SentimentClassifier(L.LightningModule):
                 self._parameter_groups(), lr=optim.learning_rate, occurrences=self.occurrences
             )
         else:  # Keras's Adam epsilon, so switching frameworks changes only the framework.
-            # Fused: one pass over the weights rather than several, a third of the time for
-            # the n-gram model's millions (where PyTorch has a fused Adam: CPU and CUDA).
-            fused = self.device.type in ("cpu", "cuda")
+            # Fused on the CPU: one pass over the weights rather than several, a third of the
+            # time for the n-gram model's millions. Not on a GPU: under 16-bit mixed precision
+            # Lightning leaves a fused optimiser's gradients scaled, and the clipping below
+            # would clip them so.
+            fused = self.device.type == "cpu"
             optimizer = torch.optim.Adam(
                 self._parameter_groups(), lr=optim.learning_rate, eps=1e-7, fused=fused
             )
@@ -185,7 +191,7 @@ class SentimentClassifier(L.LightningModule):
 
     def _parameter_groups(self) -> list[dict]:
         groups = [{"params": list(self.net.parameters())}]
-        if self.ngrams is not None:  # a linear model over millions of features: its own rate
+        if self.ngrams is not None:  # a linear model over millions of weights: a higher rate
             groups.append({"params": list(self.ngrams.parameters()),
                            "lr": self.optim_config.ngram_lr})  # fmt: skip
         return groups
