@@ -5,7 +5,8 @@ and each checkpoint's model score the 5,000 validation and 25,000 test reviews; 
 are mixed as ``(1 - w) · model + w · nbsvm``. ``w`` is chosen on the validation reviews (what
 a preset could do); the best ``w`` on the test reviews themselves is printed too, as a ceiling
 no honest choice can pass. For a checkpoint with an n-gram model beside its network
-(``--ngrams``), the network alone and the n-gram model alone are mixed as well.
+(``--ngrams``), the network alone and the n-gram model alone are mixed as well, and the
+two with each other as ``(1 - w) · network + w · n-grams`` (the model's answer is w = 0.5).
 
     python benchmarks/ensemble_ceiling.py --data aclImdb_v1.tar.gz run/best.ckpt ...
 """
@@ -101,6 +102,15 @@ def main() -> int:
             print(f"  {name}: alone {accuracy(test, test_labels):.4f}; with NBSVM, w={chosen:g} "
                   f"chosen on validation: test {honest:.4f}; best w on test ({ceiling:g}): "
                   f"{best:.4f}")  # fmt: skip
+        if "its n-gram model alone" in sets["test"][0]:
+            print("  its network and n-gram model, (1 - w) · network + w · n-grams:")
+            (val_parts, _), (test_parts, _) = sets["val"], sets["test"]
+            network, ngrams = "its network alone", "its n-gram model alone"
+            for w in WEIGHTS:
+                val = mixed(w, val_parts[network], val_parts[ngrams])
+                test = mixed(w, test_parts[network], test_parts[ngrams])
+                print(f"    w={w:g}: val acc {accuracy(val, val_labels):.4f}, "
+                      f"test acc {accuracy(test, test_labels):.4f}")  # fmt: skip
     return 0
 
 
