@@ -85,7 +85,7 @@ class SentimentClassifier(L.LightningModule):
         """Logits of "positive": the network's, or its mean with the n-gram model's."""
         logits = self.net(tokens)
         if self.ngrams is not None:
-            logits = (logits + self.ngrams(tokens)) / 2
+            logits = answer(logits, self.ngrams(tokens))
         return logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -112,7 +112,7 @@ class SentimentClassifier(L.LightningModule):
             # nothing to learn from. Reported: the loss of the answer, their mean.
             ngram_logits = self.ngrams(tokens)
             trained = trained + self.loss_fn(ngram_logits, labels)
-            logits = (logits + ngram_logits) / 2
+            logits = answer(logits, ngram_logits)
             loss = self.loss_fn(logits, labels)
         # The batch's loss once per review: the epoch's mean weighs batches by their size.
         # (Not update(loss, weight): MeanMetric drops weights under nan_strategy="disable",
@@ -232,6 +232,12 @@ def keras_parameters(m: ModelConfig) -> int:
         m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
     )
     return recurrent + (m.ngram_buckets + 1 if m.ngrams else 0)
+
+
+def answer(network_logits: torch.Tensor, ngram_logits: torch.Tensor) -> torch.Tensor:
+    """The classifier's logits with an n-gram model beside the network: the two models' mean,
+    in training, validation and prediction alike."""
+    return (network_logits + ngram_logits) / 2
 
 
 def _epoch_mean() -> MeanMetric:
