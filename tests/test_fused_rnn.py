@@ -140,8 +140,8 @@ def test_the_twins_keep_the_layers_parameters_and_wide_layers_stay_modules():
     "options", [{}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"max_norm": 1.0}]
 )
 def test_time_major_embedding_gives_nn_embeddings_values_and_gradients(options):
-    """Its own CPU backward (one index_add_) where it can, nn.Embedding's for the options that
-    change the gradient or the weights; repeated tokens included."""
+    """Its own CPU backward (the kernel's add_rows) where it can, nn.Embedding's for the
+    options that change the gradient or the weights; repeated tokens included."""
     torch.manual_seed(0)
     plain = nn.Embedding(30, 5, **options)
     twin = fused_rnn.TimeMajorEmbedding(30, 5, **options)
@@ -152,6 +152,23 @@ def test_time_major_embedding_gives_nn_embeddings_values_and_gradients(options):
         (embedding(tokens) * upstream).sum().backward()
     assert torch.allclose(twin(tokens), plain(tokens))
     assert torch.allclose(twin.weight.grad, plain.weight.grad, atol=1e-6)
+
+
+def test_index_add_rows_is_index_add_for_what_the_kernel_takes_and_what_it_does_not():
+    torch.manual_seed(0)
+    rows = torch.randint(0, 30, (500,))  # every row repeats
+    values = torch.randn(500, 6)
+    expected = torch.randn(30, 6).index_add_(0, rows, values)
+    out = expected.clone().index_add_(0, rows, -values)  # the same start, through index_add_
+    assert fused_rnn.index_add_rows(out, rows, values) is out  # in place, as index_add_
+    assert torch.allclose(out, expected, atol=1e-5)
+    # Non-contiguous values (a transposed view), and float64 on index_add_'s own path.
+    strided = values.t().contiguous().t()
+    assert not strided.is_contiguous()
+    assert torch.allclose(fused_rnn.index_add_rows(torch.zeros(30, 6), rows, strided),
+                          torch.zeros(30, 6).index_add_(0, rows, values), atol=1e-5)  # fmt: skip
+    doubles = fused_rnn.index_add_rows(torch.zeros(30, 6).double(), rows, values.double())
+    assert torch.allclose(doubles, torch.zeros(30, 6).double().index_add_(0, rows, values.double()))
 
 
 def test_what_the_kernel_does_not_cover_runs_the_module():

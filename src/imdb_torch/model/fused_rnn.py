@@ -142,6 +142,7 @@ def _load_once() -> tuple[ctypes.CDLL | None, str | None]:
         "lstm_backward": [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr],
         "gru_forward": [i64, i64, i64, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr],
         "gru_backward": [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr],
+        "add_rows": [i64, i64, ptr, ptr, ptr],
     }
     for name, argtypes in signatures.items():
         function = getattr(library, name)
@@ -366,9 +367,9 @@ class TimeMajorEmbedding(nn.Embedding):
 
 
 class _GatherRows(torch.autograd.Function):
-    """``weight[tokens]``, whose backward adds each occurrence's gradient to its row with one
-    ``index_add_``: on the CPU about four times faster than ``nn.Embedding``'s backward (which
-    sorts the tokens first), a tenth of a step of the lesson's model."""
+    """``weight[tokens]``, whose backward adds each occurrence's gradient to its row in one
+    pass (``index_add_rows``): on the CPU many times faster than ``nn.Embedding``'s backward
+    (which sorts the tokens first), a tenth of a step of the lesson's model."""
 
     @staticmethod
     def forward(ctx, weight, tokens):
@@ -381,7 +382,28 @@ class _GatherRows(torch.autograd.Function):
         (tokens,) = ctx.saved_tensors
         features = grad.shape[-1]
         rows = grad.new_zeros(ctx.rows, features)
-        return rows.index_add_(0, tokens.reshape(-1), grad.reshape(-1, features)), None
+        return index_add_rows(rows, tokens.reshape(-1), grad.reshape(-1, features)), None
+
+
+def index_add_rows(out: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``out.index_add_(0, rows, values)``: an embedding's backward, the row of each token
+    receiving its gradient. Where it can, the kernel's ``add_rows``: on the CPU a fifth of the
+    time of ``index_add_``, which runs a general scatter. ``rows`` must be valid rows of ``out``,
+    as the tokens an embedding's forward accepted are."""
+    if (
+        out.device.type == "cpu"
+        and out.dtype == values.dtype == torch.float32
+        and rows.dtype == torch.int64
+        and out.dim() == values.dim() == 2
+        and out.is_contiguous()
+        and out.shape[1] == values.shape[1]
+        and len(rows) == len(values)
+        and kernel_available()
+    ):
+        rows, values = rows.contiguous(), values.contiguous()  # kept: the kernel reads them
+        load_kernel().add_rows(len(rows), out.shape[1], _ptr(rows), _ptr(values), _ptr(out))
+        return out
+    return out.index_add_(0, rows, values)
 
 
 def use_fused_kernel(net: nn.Module) -> nn.Module:

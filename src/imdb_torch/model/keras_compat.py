@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .fused_rnn import index_add_rows
+
 
 class SequenceDropout(nn.Module):
     """Keras's ``dropout=`` on a recurrent layer: drop *input features*, one mask per sequence.
@@ -131,10 +133,10 @@ class EmbeddingOccurrences:
     def _add(self, tokens: torch.Tensor, grad: torch.Tensor) -> None:
         if grad.dim() == 3 and not grad.is_contiguous() and grad.transpose(0, 1).is_contiguous():
             grad, tokens = grad.transpose(0, 1), tokens.t()  # time-major: flattened without a copy
-        squares = torch.zeros_like(self.weight).index_add_(
-            0, tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square()
-        )
-        self._squares = squares if self._squares is None else self._squares + squares
+        if self._squares is None:
+            self._squares = torch.zeros_like(self.weight)
+        # squares.index_add_(0, tokens, grad²), in one pass on the CPU (fused_rnn.py).
+        index_add_rows(self._squares, tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square())
 
     def scale_(self, factor: float | torch.Tensor) -> None:
         if self._squares is not None:

@@ -1,5 +1,6 @@
 // Fused CPU recurrences for imdb_torch.fused_rnn: the time loop of one LSTM or GRU layer
-// (one direction), forward and backward, for a whole batch in one call.
+// (one direction), forward and backward, for a whole batch in one call; and the row sums of
+// an embedding's backward (add_rows, at the end).
 //
 // PyTorch's CPU LSTM and GRU run a handful of tensor operations per time step; with the
 // lesson's 8 units every one of them is tiny, so a step costs its dispatch overhead, and the
@@ -286,6 +287,15 @@ void gru_backward(int64_t B, int64_t T, int64_t H, const float* w_hh, const floa
           add_scaled(n, dh.data() + k * n, w_hh[j * H + k], dgh + at_gate(j));
     }
   });
+}
+
+// out[rows[i]] += values[i] for i < n, each a row of `width` floats, in order: an embedding's
+// gradient (or Keras's per-occurrence squares) from its output's. PyTorch's CPU index_add_
+// runs a general scatter that costs several times as much for the lesson's 6,400 rows of 16.
+// The caller guarantees 0 <= rows[i] < the rows of out (the embedding's forward checked them).
+void add_rows(int64_t n, int64_t width, const int64_t* rows, const float* values, float* out) {
+  for (int64_t i = 0; i < n; ++i)
+    add_scaled(width, out + rows[i] * width, 1.0f, values + i * width);
 }
 
 }  // extern "C"
