@@ -196,8 +196,10 @@ def test_save_into_missing_directory(capsys, tmp_path, tiny_tarball):
 @pytest.mark.parametrize("flag", ["--batch-size", "--maxlen", "--num-words"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes(capsys, flag, value):
-    code = train_cli.main([flag, value])
-    one_line_error(capsys, code, f"{flag} must be a whole number from")
+    # A setting out of range is a usage error, found as the flags are parsed.
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([flag, value])
+    one_line_error(capsys, exit_info.value.code, f"{flag} must be a whole number from")
 
 
 @pytest.mark.parametrize("script", ["train.py", "test.py"])
@@ -218,8 +220,10 @@ def test_scripts_explain_themselves(script):
 
 @pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1"])
 def test_dropout_outside_its_range(capsys, tmp_path, tiny_tarball, value):
-    code = train(tmp_path, tiny_tarball, "--dropout", value)
-    one_line_error(capsys, code, "dropout must lie in [0, 1)")
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, tiny_tarball, "--dropout", value)
+    one_line_error(capsys, exit_info.value.code, "dropout must lie in [0, 1)")
+    assert not (tmp_path / "logs").exists()  # nothing made
 
 
 def test_unreadable_data_path(capsys, tmp_path, tiny_tarball, monkeypatch):
@@ -289,6 +293,28 @@ def test_only_the_flags_given_are_settings_given():
 @pytest.mark.parametrize(("flags", "status"), [(["--help"], 0), (["--no-such-flag"], 2)])
 def test_help_and_usage_errors_answer_before_pytorch_is_imported(tool, flags, status):
     # Importing PyTorch and Lightning takes seconds; argparse's answers need neither.
+    result = _launch_in_a_fresh_process(tool, flags)
+    assert result.stdout.strip().splitlines()[-1] == f"exit {status} []"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dropout", "1.5"], "--dropout must lie in [0, 1), got 1.5"),
+        (["--preset", "strong", "--lr", "0"], "--lr must be positive, got 0.0"),
+    ],
+)
+def test_a_new_runs_setting_out_of_range_answers_before_pytorch_is_imported(flags, message):
+    result = _launch_in_a_fresh_process("train", flags)
+    assert result.stdout.strip().splitlines()[-1] == "exit 2 []"
+    assert result.stderr.strip() == f"train.py: error: {message} (see --help)"
+    # On --resume the checkpoint holds the settings: train.py checks them against it later.
+    assert build_train_parser().parse_args(["--resume", *flags]).resume == "latest"
+
+
+def _launch_in_a_fresh_process(tool: str, flags: list[str]) -> subprocess.CompletedProcess:
+    """``launch(tool, flags)`` in a new interpreter, which prints how it exited and which of
+    PyTorch and Lightning it had imported by then: ``exit 2 []``."""
     program = (
         "import sys\n"
         "from imdb_torch.cli import launch\n"
@@ -298,7 +324,6 @@ def test_help_and_usage_errors_answer_before_pytorch_is_imported(tool, flags, st
         "    print('exit', exc.code, sorted({'torch', 'lightning'} & set(sys.modules)))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
     )
-    assert result.stdout.strip().splitlines()[-1] == f"exit {status} []"

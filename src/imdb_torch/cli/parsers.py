@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import EXPERIMENTS, PRESETS, DataConfig, ModelConfig, OptimConfig, RunConfig
-from .flags import add_setting_flags
+from ..config import (
+    EXPERIMENTS,
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    resolve,
+)
+from ..errors import UserError
+from .flags import add_setting_flags, given_settings
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -77,8 +86,23 @@ examples:
 """
 
 
-def build_train_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+class TrainParser(ArgumentParser):
+    """train.py's parser, which also checks a new run's settings (``config.resolve``, no
+    PyTorch needed): a value out of range (``--dropout 1.5``) answers at once, as a mistyped
+    flag does. A resumed run's settings are checked against its checkpoint by train.py."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if not parsed.resume:
+            try:
+                resolve(parsed.preset, given_settings(parsed))
+            except UserError as exc:
+                self.error(str(exc))
+        return parsed
+
+
+def build_train_parser() -> TrainParser:
+    parser = TrainParser(
         prog="train.py",
         description=(
             "Train a sentiment classifier on IMDB: Embedding(500, 16) -> LSTM/GRU -> Dense(1), "
