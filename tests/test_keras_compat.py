@@ -14,7 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from imdb_torch.config import ModelConfig, Settings
 from imdb_torch.errors import UserError
-from imdb_torch.model import SentimentNet
+from imdb_torch.model import SentimentNet, keras_compat
+from imdb_torch.model.fused_rnn import index_add_rows, use_fused_kernel
 from imdb_torch.model.keras_compat import EmbeddingOccurrences, KerasRMSprop, keras_init_
 from imdb_torch.training.trainer import Hardware, prepare
 
@@ -102,6 +103,22 @@ def test_without_the_reduction_the_ranks_would_drift_apart():
         halves.append(occurrences.take())
     torch.testing.assert_close((halves[0] + halves[1]) / WORLD**2, whole)
     assert not torch.allclose(halves[0], halves[1])
+
+
+def test_the_squares_are_the_same_on_the_fused_path_which_alone_calls_the_kernel(monkeypatch):
+    kernel_calls = []
+    monkeypatch.setattr(keras_compat, "index_add_rows",
+                        lambda *args: kernel_calls.append(1) or index_add_rows(*args))  # fmt: skip
+    tokens, labels = batches()[0]
+    squares = []
+    for fused in (False, True):  # --plain-rnn's nn.Embedding, then the fused path's twin
+        net = use_fused_kernel(fresh_net()) if fused else fresh_net()
+        occurrences = EmbeddingOccurrences(net.embedding)
+        nn.BCEWithLogitsLoss()(net(tokens), labels).backward()
+        squares.append(occurrences.take())
+        assert len(kernel_calls) == fused
+    torch.testing.assert_close(squares[0], squares[1], rtol=1e-5, atol=1e-9)
+    assert squares[0].count_nonzero() > 0
 
 
 def test_accumulated_half_batches_step_as_the_whole_batch():

@@ -387,17 +387,21 @@ class _GatherRows(torch.autograd.Function):
 
 def index_add_rows(out: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``out.index_add_(0, rows, values)``: an embedding's backward, the row of each token
-    receiving its gradient. Where it can, the kernel's ``add_rows``: on the CPU a fifth of the
-    time of ``index_add_``, which runs a general scatter. ``rows`` must be valid rows of ``out``,
-    as the tokens an embedding's forward accepted are."""
+    receiving its gradient. Where it can, the kernel's ``add_rows``: on the CPU a third to a
+    sixth of the time of ``index_add_``, which runs a general scatter. ``rows`` must be valid
+    rows of ``out``, as the tokens an embedding's forward accepted are: the kernel does not
+    check them."""
     if (
-        out.device.type == "cpu"
+        out.device.type == rows.device.type == values.device.type == "cpu"
         and out.dtype == values.dtype == torch.float32
         and rows.dtype == torch.int64
+        and rows.dim() == 1
         and out.dim() == values.dim() == 2
         and out.is_contiguous()
         and out.shape[1] == values.shape[1]
         and len(rows) == len(values)
+        # A gradient that must itself be differentiable (create_graph) needs autograd's op.
+        and not (torch.is_grad_enabled() and values.requires_grad)
         and kernel_available()
     ):
         rows, values = rows.contiguous(), values.contiguous()  # kept: the kernel reads them

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .fused_rnn import index_add_rows
+from .fused_rnn import TimeMajorEmbedding, index_add_rows
 
 
 class SequenceDropout(nn.Module):
@@ -122,6 +122,9 @@ class EmbeddingOccurrences:
 
     def __init__(self, embedding: nn.Embedding):
         self.weight = embedding.weight
+        # On the fused CPU path (fused_rnn.TimeMajorEmbedding), the kernel's one pass adds the
+        # squares' rows; elsewhere (--plain-rnn, a GPU) PyTorch's index_add_ does.
+        self._kernel_adds_rows = isinstance(embedding, TimeMajorEmbedding)
         self._squares: torch.Tensor | None = None
         self._hook = embedding.register_forward_hook(self._watch)
 
@@ -135,8 +138,12 @@ class EmbeddingOccurrences:
             grad, tokens = grad.transpose(0, 1), tokens.t()  # time-major: flattened without a copy
         if self._squares is None:
             self._squares = torch.zeros_like(self.weight)
-        # squares.index_add_(0, tokens, grad²), in one pass on the CPU (fused_rnn.py).
-        index_add_rows(self._squares, tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square())
+        # The tokens are those the embedding's forward accepted: valid rows of the weight.
+        rows, squares = tokens.reshape(-1), grad.reshape(-1, grad.shape[-1]).square()
+        if self._kernel_adds_rows:
+            index_add_rows(self._squares, rows, squares)
+        else:
+            self._squares.index_add_(0, rows, squares)
 
     def scale_(self, factor: float | torch.Tensor) -> None:
         if self._squares is not None:
