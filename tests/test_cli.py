@@ -87,6 +87,11 @@ def test_test_tool_reports_accuracy_and_confusion_matrix(trained, capsys):
     assert "confusion matrix" in out and "precision" in out
 
 
+def test_test_py_takes_no_progress_as_train_py_does(trained, capsys):
+    assert test_cli.main(["--ckpt", str(trained / "best.ckpt"), "--no-progress"]) == 0
+    assert "test_acc:" in capsys.readouterr().out
+
+
 def test_plain_rnn_flag_gives_the_same_evaluation_and_trains(
     trained, tmp_path, capsys, tiny_tarball
 ):

@@ -171,6 +171,7 @@ def build_test_parser() -> ArgumentParser:
         default=512,
         help="evaluation batch size; changes speed, not results (default 512)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_hardware_flags(parser)
     return parser
 

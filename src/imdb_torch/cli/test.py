@@ -61,7 +61,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "evaluate on the same data source (--data) the model was trained on"
         )
 
-    metrics = evaluate(model, datamodule, hardware)
+    metrics = evaluate(model, datamodule, hardware, progress=not args.no_progress)
     probabilities = torch.cat(model.test_probabilities).numpy()
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
     predicted = (probabilities >= 0.5).astype(np.int64)
