@@ -23,12 +23,11 @@ from .flags import add_setting_flags, given_settings
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are a single line on stderr (exit status 2)."""
+    """``argparse`` whose usage errors are a single line on stderr (exit status 2).
 
-    def __init__(self, *args, **kwargs):
-        # Each help text states its default itself, once (argparse's defaults formatter would
-        # add a second, and "None" where there is no default).
-        super().__init__(*args, **kwargs)
+    Each help text states its default itself, once: argparse's defaults formatter would add a
+    second, and "None" where there is no default.
+    """
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -87,15 +86,17 @@ examples:
 
 
 class TrainParser(ArgumentParser):
-    """train.py's parser, which also checks a new run's settings (``config.resolve``, no
-    PyTorch needed): a value out of range (``--dropout 1.5``) answers at once, as a mistyped
-    flag does. A resumed run's settings are checked against its checkpoint by train.py."""
+    """train.py's parser, which also resolves a new run's settings (``args.settings``, from
+    ``config.resolve``, no PyTorch needed): a value out of range (``--dropout 1.5``) answers at
+    once, as a mistyped flag does. On ``--resume``, ``args.settings`` is None: the settings come
+    from the checkpoint, and train.py checks the flags given against them."""
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
+        parsed.settings = None
         if not parsed.resume:
             try:
-                resolve(parsed.preset, given_settings(parsed))
+                parsed.settings = resolve(parsed.preset, given_settings(parsed))
             except UserError as exc:
                 self.error(str(exc))
         return parsed

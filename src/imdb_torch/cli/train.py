@@ -65,7 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"resuming {run_dir} from epoch {checkpoint['epoch'] + 1}")
     else:
         resume_path = None
-        settings = resolve(args.preset, given)
+        settings = args.settings  # resolved and checked as the flags were parsed
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
     check_precision(settings, hardware)
