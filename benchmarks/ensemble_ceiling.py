@@ -7,6 +7,7 @@ a preset could do); the best ``w`` on the test reviews themselves is printed too
 no honest choice can pass. For a checkpoint with an n-gram model beside its network
 (``--ngrams``), the network alone and the n-gram model alone are mixed as well, and the
 two with each other as ``(1 - w) · network + w · n-grams`` (the model's answer is w = 0.5).
+``--marks``: NBSVM over linear_baseline.py's other tokens ("!" and "?" as words).
 
     python benchmarks/ensemble_ceiling.py --data aclImdb_v1.tar.gz run/best.ckpt ...
 """
@@ -23,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from linear_baseline import nb_features, review_sets  # noqa: E402
+from linear_baseline import WORDS_AND_MARKS, nb_features, review_sets  # noqa: E402
 
 import imdb_torch.cli  # noqa: E402, F401  (TensorBoard without TensorFlow, as the programs)
 from imdb_torch.data.datamodule import IMDBDataModule  # noqa: E402
@@ -36,12 +37,13 @@ from imdb_torch.training.checkpoint import (  # noqa: E402
 WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
 
 
-def nbsvm_logits(data: Path):
+def nbsvm_logits(data: Path, marks: bool = False):
     """NBSVM's logits and the labels for the validation and the test reviews."""
     sets = review_sets(data)
     (fit_texts, fit_labels), (val_texts, val_labels) = sets["fit"], sets["val"]
     test_texts, test_labels = sets["test"]
-    features, transform = nb_features(fit_texts, fit_labels)
+    tokens = {"token_pattern": WORDS_AND_MARKS} if marks else {}
+    features, transform = nb_features(fit_texts, fit_labels, **tokens)
     model = LogisticRegression(C=0.3, max_iter=1000).fit(features, fit_labels)
     val_logits = model.decision_function(transform(val_texts))
     return (val_logits, val_labels), (model.decision_function(transform(test_texts)), test_labels)
@@ -83,9 +85,11 @@ def accuracy(logits, labels) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="aclImdb_v1.tar.gz")
+    parser.add_argument("--marks", action="store_true", help='NBSVM with "!" and "?" as words')
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
-    (val_linear, val_labels), (test_linear, test_labels) = nbsvm_logits(Path(args.data))
+    nbsvm = nbsvm_logits(Path(args.data), marks=args.marks)
+    (val_linear, val_labels), (test_linear, test_labels) = nbsvm
     print(f"NBSVM alone: test acc {accuracy(test_linear, test_labels):.4f}")
     for ckpt in args.checkpoints:
         sets = model_logits(ckpt, Path(args.data))
