@@ -7,7 +7,7 @@ a preset could do); the best ``w`` on the test reviews themselves is printed too
 no honest choice can pass. For a checkpoint with an n-gram model beside its network
 (``--ngrams``), the network alone and the n-gram model alone are mixed as well, and the
 two with each other as ``(1 - w) · network + w · n-grams`` (the model's answer is w = 0.5).
-``--marks``: NBSVM over linear_baseline.py's other tokens ("!" and "?" as words).
+``--whole-words``: NBSVM over linear_baseline.py's whole words ("I", "don't").
 
     python benchmarks/ensemble_ceiling.py --data aclImdb_v1.tar.gz run/best.ckpt ...
 """
@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from linear_baseline import WORDS_AND_MARKS, nb_features, review_sets  # noqa: E402
+from linear_baseline import WHOLE_WORDS, nb_features, review_sets  # noqa: E402
 
 import imdb_torch.cli  # noqa: E402, F401  (TensorBoard without TensorFlow, as the programs)
 from imdb_torch.data.datamodule import IMDBDataModule  # noqa: E402
@@ -37,12 +37,12 @@ from imdb_torch.training.checkpoint import (  # noqa: E402
 WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
 
 
-def nbsvm_logits(data: Path, marks: bool = False):
+def nbsvm_logits(data: Path, whole_words: bool = False):
     """NBSVM's logits and the labels for the validation and the test reviews."""
     sets = review_sets(data)
     (fit_texts, fit_labels), (val_texts, val_labels) = sets["fit"], sets["val"]
     test_texts, test_labels = sets["test"]
-    tokens = {"token_pattern": WORDS_AND_MARKS} if marks else {}
+    tokens = {"token_pattern": WHOLE_WORDS} if whole_words else {}
     features, transform = nb_features(fit_texts, fit_labels, **tokens)
     model = LogisticRegression(C=0.3, max_iter=1000).fit(features, fit_labels)
     val_logits = model.decision_function(transform(val_texts))
@@ -85,10 +85,12 @@ def accuracy(logits, labels) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="aclImdb_v1.tar.gz")
-    parser.add_argument("--marks", action="store_true", help='NBSVM with "!" and "?" as words')
+    parser.add_argument(
+        "--whole-words", action="store_true", help='NBSVM over whole words ("I", "don\'t")'
+    )
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
-    nbsvm = nbsvm_logits(Path(args.data), marks=args.marks)
+    nbsvm = nbsvm_logits(Path(args.data), whole_words=args.whole_words)
     (val_linear, val_labels), (test_linear, test_labels) = nbsvm
     print(f"NBSVM alone: test acc {accuracy(test_linear, test_labels):.4f}")
     for ckpt in args.checkpoints:
