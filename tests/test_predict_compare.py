@@ -127,3 +127,28 @@ def test_help(script):
     assert "usage:" in result.stdout
     if script == "predict.py":
         assert "unknown" in result.stdout and "maxlen" in result.stdout
+
+
+@pytest.mark.parametrize("device", ["foo", "", "cuda:7"])
+def test_predict_refuses_a_device_it_cannot_use(runs, device, capsys):
+    code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), "--device", device, "text"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "--device" in err
+
+
+def test_a_checkpoint_that_is_a_directory_is_called_one(runs, capsys):
+    assert test_cli.main(["--ckpt", str(runs / "logs")]) == 2
+    assert "is a directory, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_test_py_prints_its_results_where_it_cannot_record_them(runs, capsys, monkeypatch):
+    # A run directory on a read-only disk: the results are still the user's.
+    def read_only(*args):
+        raise OSError(30, "Read-only file system", str(runs / "logs" / "test.json"))
+
+    monkeypatch.setattr(test_cli, "_record", read_only)
+    assert test_cli.main(["--ckpt", str(runs / "gru.ckpt"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "test_acc:" in out and "confusion matrix" in out
+    assert "not recorded" in err and "Read-only file system" in err and "Traceback" not in err

@@ -231,3 +231,64 @@ def test_stale_temporary_files_in_the_cache_are_cleared(tmp_path, tiny_tarball, 
     os.utime(stale, (1, 1))  # left by a run killed long ago
     assert train_cli.main(flags(tiny_tarball, tmp_path / "logs", "--max-epochs", "1")) == 0
     assert not stale.exists() and fresh.exists()  # another run may still be writing that one
+
+
+def test_a_logdir_below_a_file(tmp_path, tiny_tarball, capsys):
+    (tmp_path / "afile").write_text("not a directory")
+    below = str(tmp_path / "afile" / "sub")
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--logdir", below))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "afile is a file, not a directory" in err
+
+
+def test_a_place_that_cannot_be_written_is_refused_before_training(
+    tmp_path, tiny_tarball, capsys, monkeypatch
+):
+    # Found when the run starts, not after it has trained (running as root, chmod would not
+    # stop the writes: the file system's refusal is simulated).
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(train_cli.tempfile, "TemporaryFile", read_only)
+    code = train_cli.main(flags(tiny_tarball, tmp_path / "logs"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "cannot write in" in err and "Read-only file system" in err
+    assert not any((tmp_path / "logs").rglob("version_*")), "a run directory was made"
+
+
+def test_resume_with_an_empty_path_is_refused(tmp_path, tiny_tarball, capsys):
+    # e.g. --resume "$CKPT" with CKPT unset: not a new run that overwrites --save.
+    with pytest.raises(SystemExit) as stopped:  # refused as the flags are parsed, as argparse does
+        train_cli.main(flags(tiny_tarball, tmp_path, "--resume", ""))
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "lstm").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, phrase",
+    [
+        (["--preset", "gru"], "resume without --preset"),
+        (["--name", "other"], "resume without --name"),
+        (["--logdir", "ELSEWHERE"], "resume without --logdir"),
+    ],
+)
+def test_resume_from_a_checkpoint_refuses_flags_naming_another_run(
+    tmp_path, tiny_tarball, capsys, extra, phrase
+):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    extra = [str(tmp_path / "elsewhere") if arg == "ELSEWHERE" else arg for arg in extra]
+    capsys.readouterr()
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--no-progress",
+                           "--save", str(tmp_path / "b.ckpt"), *extra])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err
+    assert len(history(tmp_path / "lstm" / "version_0")) == 1
+    assert not (tmp_path / "elsewhere").exists()
+    # The run's own directory, named as it is, is no mistake.
+    same = ["--logdir", str(tmp_path), "--name", "lstm"]
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--no-progress",
+                           "--save", str(tmp_path / "b.ckpt"), *same])  # fmt: skip
+    assert code == 0 and len(history(tmp_path / "lstm" / "version_0")) == 2

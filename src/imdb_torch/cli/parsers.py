@@ -67,6 +67,8 @@ def add_plain_rnn_flag(parser) -> None:
     )
 
 
+DEFAULT_LOGDIR = "lightning_logs"
+
 TRAIN_EPILOG = """\
 presets (the lesson's four experiments; flags given as well override them):
   lstm          LSTM(8)
@@ -94,6 +96,8 @@ class TrainParser(ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
         parsed.settings = None
+        if parsed.resume == "":
+            self.error("argument --resume: give a checkpoint, or no value for the newest run")
         if not parsed.resume:
             try:
                 parsed.settings = resolve(parsed.preset, given_settings(parsed))
@@ -130,7 +134,7 @@ def build_train_parser() -> TrainParser:
     out = parser.add_argument_group("output")
     out.add_argument(
         "--logdir",
-        default="lightning_logs",
+        default=DEFAULT_LOGDIR,
         help="TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N",
     )
     out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
@@ -145,7 +149,8 @@ def build_train_parser() -> TrainParser:
         default=None,
         metavar="LAST_CKPT",
         help="continue an interrupted run from its last.ckpt: the newest run of this "
-        "experiment, or the checkpoint given; its settings come from the checkpoint",
+        "experiment (--preset, --name, --logdir pick it), or the checkpoint given; its "
+        "settings come from the checkpoint",
     )
     return parser
 

@@ -51,6 +51,22 @@ def _read_reviews(args) -> list[str]:
     return reviews
 
 
+def _check_device(text: str) -> None:
+    """A device this machine has, in one line rather than PyTorch's traceback."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {text!r}: give cpu or cuda")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise UserError(f"--device {text}: no such CUDA GPU here ({count} available)")
+
+
 def _warn(predictions) -> None:
     for number, p in enumerate(predictions, start=1):
         if p.warning:
@@ -64,6 +80,7 @@ def printable(text: str) -> str:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_predict_parser().parse_args(argv)
+    _check_device(args.device)
     predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
     reviews = _read_reviews(args)
     predictions = predictor.predict(reviews, batch_size=args.batch_size)

@@ -77,7 +77,11 @@ def _main(argv: Sequence[str] | None) -> int:
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
     data = datamodule.source_record()
-    _record(checkpoint, Path(args.ckpt), metrics, len(labels), data, args.data is not None)
+    try:
+        _record(checkpoint, Path(args.ckpt), metrics, len(labels), data, args.data is not None)
+    except OSError as exc:
+        print(f"\n(the result is not recorded in the run directory: {exc.strerror}: "
+              f"{exc.filename})", file=sys.stderr)  # fmt: skip
     return 0
 
 

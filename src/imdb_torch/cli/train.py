@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +33,7 @@ from .common import (
     second_signal_ends_it,
 )
 from .flags import given_settings
-from .parsers import build_train_parser
+from .parsers import DEFAULT_LOGDIR, build_train_parser
 
 PROG = "train.py"
 
@@ -117,14 +118,48 @@ def _checked_save_path(text: str) -> Path:
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
     if save_path.is_dir():
         raise UserError(f"cannot save to {save_path}: it is a directory")
+    _check_writable(save_path.parent, f"cannot save to {save_path}")
     return save_path
 
 
 def _checked_logdir(text: str) -> Path:
     logdir = Path(text).expanduser().resolve()
-    if logdir.exists() and not logdir.is_dir():
-        raise UserError(f"--logdir {text}: it is a file, not a directory")
+    # The nearest folder that exists (the log directory itself, or where it will be made).
+    existing = next(p for p in (logdir, *logdir.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--logdir {text}: {existing} is a file, not a directory")
+    _check_writable(existing, f"--logdir {text}")
     return logdir
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    """Found before training, not when its results are written at the end."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write in {directory} ({exc.strerror})") from exc
+
+
+def _check_run_pickers(args, run_dir: Path) -> None:
+    """--preset, --name and --logdir pick the run a bare --resume continues. Beside a checkpoint
+    the run is the checkpoint's, and a flag that names another would be silently ignored."""
+    if args.preset:
+        raise UserError(
+            f"--preset {args.preset}: a resumed run keeps the settings of its checkpoint; "
+            "resume without --preset"
+        )
+    if args.name is not None and args.name != run_dir.parent.name:
+        raise UserError(
+            f"--name {args.name}: the checkpoint belongs to {run_dir}, which a resumed run "
+            "continues; resume without --name"
+        )
+    logdir_given = args.logdir != DEFAULT_LOGDIR
+    if logdir_given and Path(args.logdir).expanduser().resolve() != run_dir.parent.parent:
+        raise UserError(
+            f"--logdir {args.logdir}: the checkpoint belongs to {run_dir}, which a resumed run "
+            "continues; resume without --logdir"
+        )
 
 
 def _checked_name(name: str) -> str:
@@ -227,12 +262,15 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
     if args.resume != "latest":
         path = Path(args.resume).expanduser()
         run_dir = path.resolve().parent.parent
+        if path.is_dir():
+            raise UserError(f"checkpoint {path} is a directory, not a checkpoint file")
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
         if version_number(run_dir) < 0:
             raise UserError(
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
             )
+        _check_run_pickers(args, run_dir)
         return path.resolve(), run_dir
     # --preset and the model flags only pick which experiment's newest run is continued.
     base = Path(args.logdir) / (args.name or experiment_name(resolve(args.preset, given).model))

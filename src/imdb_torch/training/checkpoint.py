@@ -27,6 +27,8 @@ MAX_CHECKPOINT_BYTES = 4 * 1024**3
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, checked to come from this program's training."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
