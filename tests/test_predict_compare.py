@@ -152,3 +152,19 @@ def test_test_py_prints_its_results_where_it_cannot_record_them(runs, capsys, mo
     out, err = capsys.readouterr()
     assert "test_acc:" in out and "confusion matrix" in out
     assert "not recorded" in err and "Read-only file system" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["--file", "REVIEWS", "a text"], "not both"),
+        (["--file", ""], "give a file of reviews"),
+    ],
+)
+def test_predict_refuses_reviews_from_two_places_or_none(runs, tmp_path, capsys, argv, phrase):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("a fine film\n")
+    argv = [str(reviews) if arg == "REVIEWS" else arg for arg in argv]
+    code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err

@@ -292,3 +292,11 @@ def test_resume_from_a_checkpoint_refuses_flags_naming_another_run(
     code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--no-progress",
                            "--save", str(tmp_path / "b.ckpt"), *same])  # fmt: skip
     assert code == 0 and len(history(tmp_path / "lstm" / "version_0")) == 2
+
+
+def test_an_empty_logdir_is_refused(tmp_path, tiny_tarball, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an empty path would have put the run
+    code = train_cli.main(flags(tiny_tarball, tmp_path / "logs", "--logdir", ""))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--logdir ''" in err, err
+    assert not (tmp_path / "lstm").exists()

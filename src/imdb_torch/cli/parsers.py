@@ -184,15 +184,15 @@ def build_test_parser() -> ArgumentParser:
 
 PREDICT_EPILOG = """\
 input:
-  Reviews come from the arguments, else from --file (one review per line), else from standard
-  input (one per line). Blank lines are skipped. Text is encoded as the model's training data
-  was: lower case, punctuation and <br /> removed, words outside the model's vocabulary
-  (num_words most frequent) become "unknown". A review longer than the model's maxlen is cut
-  the way training data was (by default keeping its last maxlen words). The "known" column
-  counts, among the words the model reads, those it has learnt (known/read). A review with no
-  known word, or most of whose words lie outside what the model reads, still gets a
-  probability, but a warning on stderr (and the "warning" field of --json) says why it means
-  little.
+  Reviews come from the arguments or from --file (one review per line; not both), else from
+  standard input (one per line). Blank lines are skipped. Text is encoded as the model's
+  training data was: lower case, punctuation and <br /> removed, words outside the model's
+  vocabulary (num_words most frequent) become "unknown". A review longer than the model's
+  maxlen is cut the way training data was (by default keeping its last maxlen words). The
+  "known" column counts, among the words the model reads, those it has learnt (known/read). A
+  review with no known word, or most of whose words lie outside what the model reads, still
+  gets a probability, but a warning on stderr (and the "warning" field of --json) says why it
+  means little.
 
 examples:
   python scripts/predict.py --ckpt best.ckpt "This film was wonderful" "A dull, boring mess"

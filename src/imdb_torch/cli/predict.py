@@ -22,12 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _read_reviews(args) -> list[str]:
     """Reviews from the arguments, --file or stdin, decoded alike: UTF-8, with any bytes that
     are not replaced by U+FFFD; one review per line, lines split at newlines only."""
+    if args.reviews and args.file is not None:
+        raise UserError("give reviews as arguments or with --file, not both")
+    if args.file == "":
+        raise UserError("--file '': give a file of reviews, one per line")
     if args.reviews:
         # Arguments that were not UTF-8 reach Python as lone surrogates; decode them as bytes.
         raw = [text.encode("utf-8", "surrogateescape") for text in args.reviews]
         lines = [text.decode("utf-8", "replace") for text in raw]
     else:
-        if args.file:
+        if args.file is not None:
             path = Path(args.file)
             if path.is_dir():
                 raise UserError(f"--file {path}: a directory, not a file of reviews")

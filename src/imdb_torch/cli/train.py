@@ -123,6 +123,8 @@ def _checked_save_path(text: str) -> Path:
 
 
 def _checked_logdir(text: str) -> Path:
+    if not text.strip():
+        raise UserError(f"--logdir {text!r}: give a directory (default {DEFAULT_LOGDIR})")
     logdir = Path(text).expanduser().resolve()
     # The nearest folder that exists (the log directory itself, or where it will be made).
     existing = next(p for p in (logdir, *logdir.parents) if p.exists())
