@@ -22,7 +22,12 @@ from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..reporting.plots import plot_losses
 from ..reporting.runs import version_number
-from ..training.checkpoint import is_version_0_1, read_checkpoint, settings_from_checkpoint
+from ..training.checkpoint import (
+    checkpoint_file,
+    is_version_0_1,
+    read_checkpoint,
+    settings_from_checkpoint,
+)
 from ..training.module import SentimentClassifier, keras_parameters
 from ..training.trainer import check_precision, prepare
 from .common import (
@@ -262,12 +267,8 @@ def _resumed_settings(checkpoint: dict, given: dict) -> Settings:
 def _resume_target(args, given: dict) -> tuple[Path, Path]:
     """The checkpoint to resume and its run directory (``LOGDIR/NAME/version_N``)."""
     if args.resume != "latest":
-        path = Path(args.resume).expanduser()
+        path = checkpoint_file(Path(args.resume).expanduser())
         run_dir = path.resolve().parent.parent
-        if path.is_dir():
-            raise UserError(f"checkpoint {path} is a directory, not a checkpoint file")
-        if not path.is_file():
-            raise UserError(f"checkpoint {path} does not exist")
         if version_number(run_dir) < 0:
             raise UserError(
                 f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"

@@ -24,13 +24,19 @@ from .module import CHECKPOINT_MARK, SentimentClassifier
 MAX_CHECKPOINT_BYTES = 4 * 1024**3
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, checked to come from this program's training."""
+def checkpoint_file(path: str | Path) -> Path:
+    """``path``, refused in one line unless it is a file."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, checked to come from this program's training."""
+    path = checkpoint_file(path)
     if not zipfile.is_zipfile(path):
         # torch.save writes a zip archive; anything else is damaged or not a checkpoint.
         raise UserError(f"{path} is not a readable checkpoint (corrupt or truncated?)")
