@@ -80,12 +80,17 @@ def train(name: str, model_config: ModelConfig) -> str:
     # kernel (model/fused_rnn.py; fused_rnn=False keeps nn.LSTM's own code).
     model = SentimentClassifier(model_config, OptimConfig(optimizer="rmsprop", lr=1e-4))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"\n{name}: {model.net}")  # model.summary()
+    # model.summary(). Beside Keras's layers the printout shows TimeMajorEmbedding (the
+    # Embedding, its output laid out for the fused kernel), SequenceDropout (the dropout
+    # Keras keeps inside LSTM(dropout=...)) and WordDropout (beyond the lesson); a dropout
+    # with p=0 is the identity.
+    print(f"\n{name}: {model.net}")
     print(f"{trainable:,} trainable parameters, as Keras counts {model.keras_parameter_count():,}")
 
     # checkpoint_cb = keras.callbacks.ModelCheckpoint('best-lstm-model.h5', save_best_only=True)
     # early_stopping_cb = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
-    # (restore_best_weights: the best epoch's weights are in its checkpoint, loaded below.)
+    # (restore_best_weights: the best epoch's weights are in its checkpoint; as in the book,
+    # only the two-layer model's is loaded again, below, to score the test set.)
     checkpoint_cb = ModelCheckpoint(
         dirpath=out, filename=f"best-{name}-model", monitor="val_loss", save_top_k=1
     )

@@ -64,8 +64,9 @@ class IMDBDataModule(L.LightningDataModule):
     → ``pad_sequences(maxlen=100)``; the 25,000 test reviews form the test set.
 
     Args:
-        data: ``None``/``"keras"`` for Keras's ``imdb.npz`` (downloaded and verified), or a
-            path to ``imdb.npz``, an aclImdb tar archive, or an extracted ``aclImdb/``.
+        data: ``None``/``"keras"`` for Keras's ``imdb.npz`` (downloaded and verified),
+            ``"tfds"`` for TensorFlow Datasets' copy (an optional extra), or a path to
+            ``imdb.npz``, an aclImdb tar archive, or an extracted ``aclImdb/``.
         num_words: vocabulary size; every index >= ``num_words`` becomes out-of-vocabulary (2).
         maxlen, padding, truncating: as in Keras's ``pad_sequences`` (``pre`` keeps the end).
         val_size, split_seed: ``train_test_split``'s ``test_size`` and ``random_state``.
@@ -125,6 +126,9 @@ class IMDBDataModule(L.LightningDataModule):
     def _make_sets(self, corpus: Corpus) -> None:
         hp = self.hparams
 
+        # The lesson's order is load_data(num_words) → split → pad. Here the rows are padded
+        # first and capped after (the same tokens: capping touches each index alone), then
+        # split by row (the same split: it depends only on the number of rows).
         def padded(sequences):
             tokens = pad_sequences(sequences, hp.maxlen, hp.padding, hp.truncating)
             return cap_vocabulary(tokens, hp.num_words)

@@ -39,8 +39,10 @@ class SentimentClassifier(L.LightningModule):
     binary cross-entropy and ``optim``'s optimiser.
 
     Args:
-        model, optim: the settings (dataclasses, or their ``asdict`` form as saved in
-            checkpoints and ``hparams.yaml``).
+        model: a ``ModelConfig``, the layer sizes Keras's ``Sequential`` is built with (not
+            a model: the network is built here, as ``self.net``).
+        optim: an ``OptimConfig``, what ``model.compile`` is given. Both may also be their
+            ``asdict`` form, as saved in checkpoints and ``hparams.yaml``.
         fused_rnn: on the CPU, run the recurrent layers through the fused kernel
             (``model/fused_rnn.py``: same results to 1e-5, several times faster). Not a
             setting of the model: it is not saved, and a trained model may run either way.
@@ -72,10 +74,12 @@ class SentimentClassifier(L.LightningModule):
             if optim.per_occurrence_embedding_updates
             else None
         )
-        self.loss_fn = nn.BCEWithLogitsLoss()  # binary_crossentropy on the sigmoid's output
-        # Epoch values as Keras reports them: the loss averaged with batch sizes as weights,
-        # and the accuracy over every review of the epoch, which is how Keras's accuracy is
-        # defined: the mean of per-review hits (a MeanMetricWrapper).
+        # loss='binary_crossentropy': on the logit, the sigmoid inside, computed more stably.
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        # metrics=['accuracy'], and the loss Keras prints beside it, as Keras reports them:
+        # the loss averaged with batch sizes as weights, and the accuracy over every review
+        # of the epoch, which is how Keras defines it: the mean of per-review hits (a
+        # MeanMetricWrapper).
         self.train_loss, self.train_acc = _epoch_mean(), _epoch_mean()
         self.val_loss, self.val_acc = _epoch_mean(), _epoch_mean()
         self.test_loss, self.test_acc = _epoch_mean(), _epoch_mean()
@@ -167,7 +171,7 @@ class SentimentClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         optim = self.optim_config
-        if optim.optimizer == "rmsprop":
+        if optim.optimizer == "rmsprop":  # optimizer=RMSprop(learning_rate=1e-4), the lesson's
             optimizer = KerasRMSprop(
                 self._parameter_groups(), lr=optim.learning_rate, occurrences=self.occurrences
             )

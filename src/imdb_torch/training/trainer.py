@@ -100,6 +100,7 @@ def prepare(
         datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
     model = SentimentClassifier(settings.model, settings.optim, fused_rnn=fused_rnn)
     history = EpochHistory()
+    # keras.callbacks.ModelCheckpoint(save_best_only=True), plus the last epoch for --resume.
     checkpoint = RunCheckpoint(
         monitor="val_loss",
         mode="min",
@@ -126,6 +127,7 @@ def prepare(
             RandomState(),
             RunSettings(settings.run),
             checkpoint,
+            # keras.callbacks.EarlyStopping(patience=3); restore_best_weights is restore_best().
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
         ],
         plugins=[AtomicCheckpointIO()],
@@ -151,7 +153,7 @@ def evaluate(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress and sys.stderr.isatty(),
-        enable_model_summary=False,  # train.py prints the parameter count, as Keras counts
+        enable_model_summary=False,
     )
     trainer.test(model, datamodule=datamodule, verbose=False)
     # callback_metrics: the module logs to the progress bar and callbacks, not to a logger.
