@@ -168,3 +168,24 @@ def test_predict_refuses_reviews_from_two_places_or_none(runs, tmp_path, capsys,
     code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err
+
+
+def test_compare_writes_only_a_png_and_never_over_another_file(tmp_path, capsys):
+    """--out given a run's own history or checkpoint by mistake leaves it as it was."""
+    history_file = tmp_path / "history.json"
+    history_file.write_text("[]")
+    for out, phrase in (
+        (history_file, "ending in .png"),
+        (tmp_path / "c.pdf", "ending in .png"),
+        (tmp_path / "a_file" / "c.png", "is a file, not a directory"),
+    ):
+        (tmp_path / "a_file").write_text("x")
+        code = compare_cli.main([str(tmp_path), "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err
+    not_png = tmp_path / "looks.png"
+    not_png.write_bytes(b"PK\x03\x04 a checkpoint")
+    code = compare_cli.main([str(tmp_path), "--out", str(not_png)])
+    assert code == 2 and "is not a PNG" in capsys.readouterr().err
+    assert not_png.read_bytes() == b"PK\x03\x04 a checkpoint"
+    assert history_file.read_text() == "[]"

@@ -53,3 +53,73 @@ def test_parity_table_compares_means_with_keras():
     far = [run("keras", 1, 0.79, 0.80, 0.44), run("imdb-torch", 1, 0.77, 0.80, 0.44)]
     assert "| lstm | -2.00 | +0.00 | +0.0000 | no |" in parity_table(far)
     assert parity_table(close[:1]) == ""
+
+
+def _one_line(capsys, code, *phrases):
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    for phrase in phrases:
+        assert phrase in err, err
+
+
+def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, capsys):
+    from .conftest import make_reviews, write_tarball
+
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_tarball), "--experiments", "lstm", "--seeds", "1",
+            "--max-epochs", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert reproduce_cli.main(argv) == 0
+    record = out / "runs" / "imdb-torch-lstm-seed1.json"
+    kept = record.read_bytes()
+
+    # Every seed is checked before the first job trains.
+    _one_line(capsys, reproduce_cli.main([*argv, "--seeds", "3", "-1"]), "--seed")
+    assert not (out / "lightning_logs" / "lstm" / "version_3").exists()
+    # A finished run of other settings is not averaged with this one's.
+    _one_line(capsys, reproduce_cli.main([*argv, "--max-epochs", "3"]), "max_epochs=2", "--out")
+    assert record.read_bytes() == kept
+
+    # The run interrupted (its record gone, its last.ckpt after 2 epochs): it is continued
+    # only with its own settings and data, and not past where it is.
+    record.unlink()
+    _one_line(capsys, reproduce_cli.main([*argv, "--max-epochs", "1"]), "has trained 2 epochs")
+    _one_line(capsys, reproduce_cli.main([*argv, "--patience", "1"]), "patience=3")
+    other = write_tarball(make_reviews(seed=5, per_folder=10), tmp_path / "other.tar.gz")
+    _one_line(capsys, reproduce_cli.main([*argv, "--data", str(other)]), "vocabulary differs")
+    assert reproduce_cli.main(argv) == 0  # the same settings: it finishes the job
+    assert json.loads(record.read_text())["epochs_run"] == 2
+
+
+def test_reproduce_refuses_an_out_that_is_a_file(tmp_path, tiny_tarball, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("keep me")
+    argv = ["--data", str(tiny_tarball), "--experiments", "lstm", "--seeds", "1",
+            "--max-epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    _one_line(capsys, reproduce_cli.main(argv), "is a file")
+    assert out.read_text() == "keep me"
+
+
+def test_reproduce_leaves_a_job_another_process_is_running(tmp_path, tiny_tarball, capsys):
+    from imdb_torch.fileio import run_lock
+
+    out = tmp_path / "out"
+    run_dir = out / "lightning_logs" / "lstm" / "version_1"
+    run_dir.mkdir(parents=True)
+    argv = ["--data", str(tiny_tarball), "--experiments", "lstm", "--seeds", "1",
+            "--max-epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    with run_lock(run_dir):  # as a reproduce.py started a moment before would hold it
+        _one_line(capsys, reproduce_cli.main(argv), "in use by another")
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_compare_refuses_a_place_it_cannot_write_before_reading_runs(tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    from imdb_torch.cli import common
+    from imdb_torch.cli import compare as compare_cli
+
+    def read_only(*args, **kwargs):  # as root, chmod would not stop the write: simulated
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(common.tempfile, "TemporaryFile", read_only)
+    code = compare_cli.main([str(tmp_path / "no-runs"), "--out", str(tmp_path / "c.png")])
+    _one_line(capsys, code, "cannot write in", "Read-only file system")

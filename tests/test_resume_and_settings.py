@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from imdb_torch.cli import common
 from imdb_torch.cli import train as train_cli
 from imdb_torch.fileio import run_lock
 from imdb_torch.training.module import SentimentClassifier
@@ -82,6 +83,23 @@ def test_a_run_in_use_is_not_resumed_by_a_second_process(tmp_path, tiny_tarball,
                                "--save", str(tmp_path / "b.ckpt")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "in use by another training" in err
+    assert last.read_bytes() == before
+
+
+def test_a_run_is_not_resumed_on_other_reviews(tmp_path, tiny_tarball, capsys):
+    """--data may move on --resume; data with another vocabulary would change what every
+    index means, and is refused."""
+    from .conftest import make_reviews, write_tarball
+
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    other = write_tarball(make_reviews(seed=5, per_folder=10), tmp_path / "other.tar.gz")
+    capsys.readouterr()
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--data", str(other),
+                           "--save", str(tmp_path / "b.ckpt")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "vocabulary differs" in err, err
     assert last.read_bytes() == before
 
 
@@ -249,7 +267,7 @@ def test_a_place_that_cannot_be_written_is_refused_before_training(
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(train_cli.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(common.tempfile, "TemporaryFile", read_only)
     code = train_cli.main(flags(tiny_tarball, tmp_path / "logs"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err

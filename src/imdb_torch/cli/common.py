@@ -7,9 +7,11 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,6 +19,19 @@ from lightning.pytorch.strategies import StrategyRegistry
 
 from ..errors import UserError
 from ..training.trainer import Hardware
+
+# What a resumed run may change: where the data is, how fast it is read, how long to train.
+# Any other setting must match the checkpoint's.
+CHANGEABLE_ON_RESUME = ("data", "cache_dir", "eval_batch_size", "num_workers", "max_epochs")
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Found before training, not when its results are written at the end."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write in {directory} ({exc.strerror})") from exc
 
 
 def devices_value(text: str):

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.runs import Run, load_runs
-from .common import run
+from .common import check_writable, run
 from .parsers import build_compare_parser
 
 PROG = "compare.py"
@@ -23,18 +23,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_compare_parser().parse_args(argv)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
-    if out.is_dir():
-        raise UserError(
-            f"cannot write {out}: it is a directory; give a file name, e.g. {out}/compare.png"
-        )
+    out = _checked_out(Path(args.out))
     runs = load_runs(args.runs)
     print(table(runs))
     plot(runs, out)
     print(f"\nfigure: {out}")
     return 0
+
+
+def _checked_out(out: Path) -> Path:
+    """Where the figure may go: a PNG file name in a directory that can be written, and never
+    over a file that is not a PNG (a run's history or checkpoint given by mistake)."""
+    if out.is_dir():
+        raise UserError(
+            f"cannot write {out}: it is a directory; give a file name, e.g. {out}/compare.png"
+        )
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the figure is a PNG; give a name ending in .png")
+    if out.exists() and not _is_png(out):
+        raise UserError(f"--out {out}: the file exists and is not a PNG; it is left as it is")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: {out.parent} is a file, not a directory")
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    check_writable(out.parent, f"--out {out}")
+    return out
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:
+        return False
 
 
 def table(runs: list[Run]) -> str:

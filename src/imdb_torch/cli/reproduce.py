@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from ..config import resolve
+from ..config import Settings, resolve
+from ..data.datamodule import IMDBDataModule
+from ..errors import UserError
+from ..fileio import run_lock
 from ..reporting.report import run_file, write_report, write_run
-from ..training.checkpoint import read_checkpoint
+from ..reporting.runs import read_json
+from ..training.checkpoint import check_vocabulary, read_checkpoint, settings_from_checkpoint
 from ..training.trainer import evaluate, prepare
 from .common import (
+    CHANGEABLE_ON_RESUME,
+    check_writable,
     hardware_from_flags,
     quiet_lightning,
     run,
@@ -33,15 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
-    out = Path(args.out).resolve()
-    jobs = [(e, s) for e in args.experiments for s in args.seeds]
-    for number, (experiment, seed) in enumerate(jobs, start=1):
+    out = _checked_out(Path(args.out).resolve())
+    # Every job's settings checked before the first is trained: a bad seed is found at once.
+    jobs = [(experiment, seed, _settings(args, experiment, seed))
+            for experiment in args.experiments for seed in args.seeds]  # fmt: skip
+    for number, (experiment, seed, settings) in enumerate(jobs, start=1):
         target = run_file(out, "imdb-torch", experiment, seed)
         if target.is_file():
+            _check_kept(target, settings)
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")
             continue
         print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: training")
-        record = _run_one(args, out, experiment, seed)
+        record = _run_one(args, out, experiment, seed, settings)
         write_run(target, record)
         print(
             f"[{number}/{len(jobs)}] {experiment} seed {seed}: best epoch {record['best_epoch']} "
@@ -54,22 +65,75 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
+def _checked_out(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot make {out} ({exc.strerror})") from exc
+    check_writable(out, f"--out {out}")
+    return out
+
+
+def _settings(args, experiment: str, seed: int) -> Settings:
     given = {"data": args.data, "cache_dir": args.cache_dir, "seed": seed,
              "max_epochs": args.max_epochs, "patience": args.patience}  # fmt: skip
-    settings = resolve(experiment, given)
+    return resolve(experiment, given)
+
+
+# Settings that change how fast a run goes, not what it computes.
+SPEED_ONLY = ("cache_dir", "eval_batch_size", "num_workers")
+
+
+def _check_kept(record_path: Path, settings: Settings) -> None:
+    """A finished run is kept only if it was made with the settings asked for now: a summary
+    must not average runs of other data or other limits."""
+    record = read_json(record_path)
+    kept = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(kept, dict):
+        raise UserError(f"{record_path} is not a run record; delete it to run that job again")
+    wanted = json.loads(json.dumps(settings.flat()))  # as the record holds them
+    _refuse_other_settings(kept, wanted, SPEED_ONLY, str(record_path))
+
+
+def _refuse_other_settings(had: dict, wanted: dict, free: tuple[str, ...], what: str) -> None:
+    differ = [key for key in wanted if key not in free and had.get(key) != wanted[key]]
+    if differ:
+        was = ", ".join(f"{key}={had.get(key)}" for key in differ)
+        now = ", ".join(f"{key}={wanted[key]}" for key in differ)
+        raise UserError(
+            f"{what} was made with {was}, not {now}; give another --out, or delete it to run "
+            "that job again"
+        )
+
+
+def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) -> dict:
     hardware = hardware_from_flags(args)
     logdir = out / "lightning_logs"
-    session = prepare(
-        settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
-        progress=not args.no_progress, fused_rnn=not args.plain_rnn,
-    )  # fmt: skip
-    last = logdir / experiment / f"version_{seed}" / "checkpoints" / "last.ckpt"
-    started = time.perf_counter()
-    if last.is_file():
-        read_checkpoint(last)  # a damaged or foreign file is a one-line error, not a traceback
-    session.fit(resume_from=last if last.is_file() else None)
-    wall = time.perf_counter() - started
+    run_dir = logdir / experiment / f"version_{seed}"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):  # another reproduce.py on the same --out is refused, not mixed in
+        datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+        resume = last.is_file()  # an interrupted run, continued if it is this job's
+        if resume:
+            _check_resumable(read_checkpoint(last), settings, datamodule, last)
+        session = prepare(
+            settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
+            progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
+        )  # fmt: skip
+        started = time.perf_counter()
+        try:
+            session.fit(resume_from=last if resume else None)
+        except SystemExit:
+            # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
+            if not session.trainer.interrupted:
+                raise
+            print("\ninterrupted: run the same command again to continue from the last "
+                  "finished epoch", file=sys.stderr)  # fmt: skip
+            raise SystemExit(130) from None
+        wall = time.perf_counter() - started
     session.restore_best()
     test = evaluate(session.model, session.datamodule, hardware, progress=False)
     history = session.history.epochs
@@ -94,6 +158,25 @@ def _run_one(args, out: Path, experiment: str, seed: int) -> dict:
         f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}",
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
+
+
+def _check_resumable(
+    checkpoint: dict, settings: Settings, datamodule: IMDBDataModule, last: Path
+) -> None:
+    """An interrupted run is continued only with its own settings and data, and only as far
+    as it has not gone already."""
+    trained = settings_from_checkpoint(checkpoint).flat()
+    _refuse_other_settings(trained, settings.flat(), CHANGEABLE_ON_RESUME, str(last))
+    epoch = checkpoint.get("epoch")
+    epochs = epoch + 1 if isinstance(epoch, int) else 0
+    if epochs > settings.run.max_epochs:
+        raise UserError(
+            f"{last} has trained {epochs} epochs, more than --max-epochs "
+            f"{settings.run.max_epochs}; give at least that many, or another --out"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_vocabulary(checkpoint, datamodule.words, "resume")
 
 
 if __name__ == "__main__":

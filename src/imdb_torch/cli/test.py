@@ -17,10 +17,10 @@ from ..errors import UserError
 from ..fileio import atomic_path, file_digest
 from ..reporting.runs import TEST_FILE, run_dir_of
 from ..training.checkpoint import (
+    check_vocabulary,
     datamodule_settings,
     model_from_checkpoint,
     read_checkpoint,
-    vocabulary,
 )
 from ..training.tensorboard import TEST_ACC
 from ..training.trainer import evaluate
@@ -54,12 +54,7 @@ def _main(argv: Sequence[str] | None) -> int:
             settings[key] = getattr(args, key)
     datamodule = IMDBDataModule(**settings)
     datamodule.setup("test")
-    trained_words = vocabulary(checkpoint)
-    if trained_words and datamodule.words and trained_words != datamodule.words:
-        raise UserError(
-            "this data's vocabulary differs from the one the checkpoint was trained with: "
-            "evaluate on the same data source (--data) the model was trained on"
-        )
+    check_vocabulary(checkpoint, datamodule.words, "evaluate")
 
     metrics = evaluate(model, datamodule, hardware, progress=not args.no_progress)
     probabilities = torch.cat(model.test_probabilities).numpy()

@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..reporting.plots import plot_losses
 from ..reporting.runs import version_number
 from ..training.checkpoint import (
+    check_vocabulary,
     checkpoint_file,
     is_version_0_1,
     read_checkpoint,
@@ -31,7 +31,9 @@ from ..training.checkpoint import (
 from ..training.module import SentimentClassifier, keras_parameters
 from ..training.trainer import check_precision, prepare
 from .common import (
+    CHANGEABLE_ON_RESUME,
     HearSecondInterrupt,
+    check_writable,
     hardware_from_flags,
     quiet_lightning,
     run,
@@ -41,10 +43,6 @@ from .flags import given_settings
 from .parsers import DEFAULT_LOGDIR, build_train_parser
 
 PROG = "train.py"
-
-# What a resumed run may change: where the data is, how fast it is read, how long to train.
-# Any other setting given on --resume must match the checkpoint's.
-CHANGEABLE_ON_RESUME = ("data", "cache_dir", "eval_batch_size", "num_workers", "max_epochs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +74,8 @@ def _main(argv: Sequence[str] | None) -> int:
         logdir = _checked_logdir(args.logdir)
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
+    if args.resume:  # --data may move; the reviews it holds may not change
+        check_vocabulary(checkpoint, datamodule.words, "resume")
     _check_free_space(settings, save_path, logdir)
     version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
     run = None  # read by the lambda when a second Ctrl-C comes
@@ -123,7 +123,7 @@ def _checked_save_path(text: str) -> Path:
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
     if save_path.is_dir():
         raise UserError(f"cannot save to {save_path}: it is a directory")
-    _check_writable(save_path.parent, f"cannot save to {save_path}")
+    check_writable(save_path.parent, f"cannot save to {save_path}")
     return save_path
 
 
@@ -135,17 +135,8 @@ def _checked_logdir(text: str) -> Path:
     existing = next(p for p in (logdir, *logdir.parents) if p.exists())
     if not existing.is_dir():
         raise UserError(f"--logdir {text}: {existing} is a file, not a directory")
-    _check_writable(existing, f"--logdir {text}")
+    check_writable(existing, f"--logdir {text}")
     return logdir
-
-
-def _check_writable(directory: Path, what: str) -> None:
-    """Found before training, not when its results are written at the end."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        raise UserError(f"{what}: cannot write in {directory} ({exc.strerror})") from exc
 
 
 def _check_run_pickers(args, run_dir: Path) -> None:

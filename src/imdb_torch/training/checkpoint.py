@@ -158,6 +158,17 @@ def vocabulary(checkpoint: dict[str, Any]) -> list[str]:
     return list(words)
 
 
+def check_vocabulary(checkpoint: dict[str, Any], words: list[str], doing: str) -> None:
+    """Refuse data whose vocabulary is not the one ``checkpoint`` was trained with: the same
+    indices would mean other words. ``doing``: what would be done with it ("evaluate")."""
+    trained_words = vocabulary(checkpoint)
+    if trained_words and words and trained_words != words:
+        raise UserError(
+            f"this data's vocabulary differs from the one the checkpoint was trained with: "
+            f"{doing} on the same data source (--data) the model was trained on"
+        )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic on one filesystem.
 
