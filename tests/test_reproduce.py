@@ -73,7 +73,12 @@ def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, 
     kept = record.read_bytes()
 
     # Every seed is checked before the first job trains.
-    _one_line(capsys, reproduce_cli.main([*argv, "--seeds", "3", "-1"]), "--seed")
+    _one_line(
+        capsys,
+        reproduce_cli.main([*argv, "--seeds", "3", "-1", "--out", str(tmp_path / "new")]),
+        "--seed",
+    )
+    assert not (tmp_path / "new").exists()
     assert not (out / "lightning_logs" / "lstm" / "version_3").exists()
     # A finished run of other settings is not averaged with this one's.
     _one_line(capsys, reproduce_cli.main([*argv, "--max-epochs", "3"]), "max_epochs=2", "--out")

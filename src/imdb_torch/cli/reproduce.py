@@ -41,10 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
-    out = _checked_out(Path(args.out).resolve())
     # Every job's settings checked before the first is trained: a bad seed is found at once.
     jobs = [(experiment, seed, _settings(args, experiment, seed))
             for experiment in args.experiments for seed in args.seeds]  # fmt: skip
+    out = _checked_out(Path(args.out).resolve())
     for number, (experiment, seed, settings) in enumerate(jobs, start=1):
         target = run_file(out, "imdb-torch", experiment, seed)
         if target.is_file():
