@@ -177,3 +177,9 @@ def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, ca
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
     rows = [row for row in rows if row != "figure:"]
     assert len(rows) == 2 and len(set(rows)) == 2, rows
+    # A checkpoint of the copied run is that run, as test.py takes it: not the run it names
+    # inside (where it was first written), whose test results it would otherwise show.
+    copied = next((copy / "gru" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    assert compare_cli.main([str(logs / "gru" / "version_0"), str(copied), "--out", out]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
+    assert len([row for row in rows if row != "figure:"]) == 2, rows

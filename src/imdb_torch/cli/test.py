@@ -14,8 +14,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from ..fileio import atomic_path, file_digest
-from ..reporting.runs import TEST_FILE, run_dir_of
+from ..fileio import atomic_path
+from ..reporting.runs import TEST_FILE, own_run_dir
 from ..training.checkpoint import (
     check_vocabulary,
     datamodule_settings,
@@ -85,7 +85,7 @@ def _record(
 ) -> None:
     """Leave the result in the run directory, where compare.py finds it: only a measurement
     on the data the run was trained on, and only in the run that holds this checkpoint."""
-    run_dir = _own_run_dir(checkpoint, ckpt_path)
+    run_dir = own_run_dir(checkpoint, ckpt_path)
     if run_dir is None:
         return
     # 0.1 recorded no source: there the data is the run's own unless --data named another.
@@ -104,25 +104,6 @@ def _record(
     epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
     with SummaryWriter(log_dir=str(run_dir)) as writer:
         writer.add_scalar(TEST_ACC, metrics["test_acc"], epoch)
-
-
-def _own_run_dir(checkpoint: dict, ckpt_path: Path) -> Path | None:
-    """The run directory this checkpoint file belongs to: the one it lies in, or the one it
-    names if that holds the same file (best.ckpt is a copy). A checkpoint's contents alone
-    never decide where this tool writes."""
-    here = ckpt_path.resolve().parent
-    if here.name == "checkpoints" and here.parent.name.startswith("version_"):
-        return here.parent
-    named = run_dir_of(checkpoint)
-    if named is None or not (named / "checkpoints").is_dir():
-        return None
-    digest = file_digest(ckpt_path)
-    same = (
-        p
-        for p in (named / "checkpoints").glob("*.ckpt")
-        if p.stat().st_size == ckpt_path.stat().st_size
-    )
-    return named if any(file_digest(p) == digest for p in same) else None
 
 
 if __name__ == "__main__":

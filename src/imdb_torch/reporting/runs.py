@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import file_digest
 from ..training.callbacks import HISTORY_FILE
 from ..training.checkpoint import read_checkpoint
 
@@ -36,6 +37,25 @@ def run_dir_of(checkpoint: dict) -> Path | None:
         ):
             return Path(state["dirpath"]).parent
     return None
+
+
+def own_run_dir(checkpoint: dict, ckpt_path: Path) -> Path | None:
+    """The run directory this checkpoint file belongs to: the one it lies in, or the one it
+    names if that holds the same file (best.ckpt is a copy). A checkpoint's contents alone
+    never decide where this tool writes."""
+    here = ckpt_path.resolve().parent
+    if here.name == "checkpoints" and here.parent.name.startswith("version_"):
+        return here.parent
+    named = run_dir_of(checkpoint)
+    if named is None or not (named / "checkpoints").is_dir():
+        return None
+    digest = file_digest(ckpt_path)
+    same = (
+        p
+        for p in (named / "checkpoints").glob("*.ckpt")
+        if p.stat().st_size == ckpt_path.stat().st_size
+    )
+    return named if any(file_digest(p) == digest for p in same) else None
 
 
 def read_json(path: Path):
@@ -91,7 +111,7 @@ def load_run(path: str | Path) -> Run:
              if key.startswith("EpochHistory") and isinstance(state, dict)),
             [],
         ) if isinstance(callbacks, dict) else []  # fmt: skip
-        run_dir = run_dir_of(checkpoint)
+        run_dir = own_run_dir(checkpoint, path)
         test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
