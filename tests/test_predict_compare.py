@@ -189,3 +189,12 @@ def test_compare_writes_only_a_png_and_never_over_another_file(tmp_path, capsys)
     assert code == 2 and "is not a PNG" in capsys.readouterr().err
     assert not_png.read_bytes() == b"PK\x03\x04 a checkpoint"
     assert history_file.read_text() == "[]"
+
+
+def test_compare_a_run_without_epochs_draws_no_empty_legend(tmp_path, capsys, recwarn):
+    run_dir = tmp_path / "lstm" / "version_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "history.json").write_text("[]")
+    assert compare_cli.main([str(run_dir), "--out", str(tmp_path / "c.png")]) == 0
+    assert not [w for w in recwarn if "legend" in str(w.message)], [str(w.message) for w in recwarn]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -96,7 +96,8 @@ def plot(runs: list[Run], path: Path) -> None:
         axes.set_xlabel("epoch")
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
-    loss_axes.legend(fontsize="small")
+    if loss_axes.get_legend_handles_labels()[0]:  # none when no run has finished an epoch
+        loss_axes.legend(fontsize="small")
     acc_axes.set_title("dashed: train, solid: validation", fontsize="small")
     figure.tight_layout()
     with atomic_path(path) as tmp:
