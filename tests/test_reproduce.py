@@ -62,7 +62,8 @@ def _one_line(capsys, code, *phrases):
         assert phrase in err, err
 
 
-def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, capsys):
+def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, capsys,
+                                                         monkeypatch):  # fmt: skip
     from .conftest import make_reviews, write_tarball
 
     out = tmp_path / "out"
@@ -79,10 +80,24 @@ def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, 
         "--seed",
     )
     assert not (tmp_path / "new").exists()
-    assert not (out / "lightning_logs" / "lstm" / "version_3").exists()
-    # A finished run of other settings is not averaged with this one's.
-    _one_line(capsys, reproduce_cli.main([*argv, "--max-epochs", "3"]), "max_epochs=2", "--out")
+    # A finished run of other settings is not averaged with this one's, and that is found
+    # before any job trains.
+    code = reproduce_cli.main([*argv, "--seeds", "9", "1", "--max-epochs", "3"])
+    _one_line(capsys, code, "max_epochs=2", "--out")
+    assert not (out / "lightning_logs" / "lstm" / "version_9").exists()
     assert record.read_bytes() == kept
+    # The same archive named another way is the same data; a record of an older version,
+    # without the settings added since, was made with their defaults.
+    monkeypatch.chdir(tiny_tarball.parent)
+    assert reproduce_cli.main([*argv, "--data", tiny_tarball.name]) == 0
+    assert "done before, kept" in capsys.readouterr().out
+    older = json.loads(kept)
+    for key in ("ngrams", "ngram_buckets", "ngram_lr"):
+        del older["settings"][key]
+    record.write_text(json.dumps(older))
+    assert reproduce_cli.main(argv) == 0
+    assert "done before, kept" in capsys.readouterr().out
+    record.write_bytes(kept)
 
     # The run interrupted (its record gone, its last.ckpt after 2 epochs): it is continued
     # only with its own settings and data, and not past where it is.

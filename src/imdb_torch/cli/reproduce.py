@@ -20,7 +20,12 @@ from ..errors import UserError
 from ..fileio import run_lock
 from ..reporting.report import run_file, write_report, write_run
 from ..reporting.runs import read_json
-from ..training.checkpoint import check_vocabulary, read_checkpoint, settings_from_checkpoint
+from ..training.checkpoint import (
+    check_vocabulary,
+    is_version_0_1,
+    read_checkpoint,
+    settings_from_checkpoint,
+)
 from ..training.trainer import evaluate, prepare
 from .common import (
     CHANGEABLE_ON_RESUME,
@@ -41,14 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
-    # Every job's settings checked before the first is trained: a bad seed is found at once.
+    # Every job checked before the first is trained: a bad seed, or a finished run of other
+    # settings in --out, is found at once, not hours later.
     jobs = [(experiment, seed, _settings(args, experiment, seed))
             for experiment in args.experiments for seed in args.seeds]  # fmt: skip
     out = _checked_out(Path(args.out).resolve())
-    for number, (experiment, seed, settings) in enumerate(jobs, start=1):
+    for experiment, seed, settings in jobs:
         target = run_file(out, "imdb-torch", experiment, seed)
         if target.is_file():
             _check_kept(target, settings)
+    for number, (experiment, seed, settings) in enumerate(jobs, start=1):
+        target = run_file(out, "imdb-torch", experiment, seed)
+        if target.is_file():
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")
             continue
         print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: training")
@@ -77,13 +86,22 @@ def _checked_out(out: Path) -> Path:
 
 
 def _settings(args, experiment: str, seed: int) -> Settings:
-    given = {"data": args.data, "cache_dir": args.cache_dir, "seed": seed,
+    given = {"data": _absolute(args.data), "cache_dir": args.cache_dir, "seed": seed,
              "max_epochs": args.max_epochs, "patience": args.patience}  # fmt: skip
     return resolve(experiment, given)
 
 
+def _absolute(data: str | None) -> str | None:
+    """A data path as the records keep it: one file however it was spelled, or from
+    wherever the command runs (``keras``, ``tfds`` and None name sources, not files)."""
+    if data is None or not Path(data).expanduser().exists():
+        return data
+    return str(Path(data).expanduser().resolve())
+
+
 # Settings that change how fast a run goes, not what it computes.
 SPEED_ONLY = ("cache_dir", "eval_batch_size", "num_workers")
+DEFAULTS = Settings().flat()
 
 
 def _check_kept(record_path: Path, settings: Settings) -> None:
@@ -93,6 +111,9 @@ def _check_kept(record_path: Path, settings: Settings) -> None:
     kept = record.get("settings") if isinstance(record, dict) else None
     if not isinstance(kept, dict):
         raise UserError(f"{record_path} is not a run record; delete it to run that job again")
+    # A setting added since the record was written had its default then, which is what
+    # that version did; a relative data path is taken from here, as records once kept it.
+    kept = {**DEFAULTS, **kept, "data": _absolute(kept.get("data"))}
     wanted = json.loads(json.dumps(settings.flat()))  # as the record holds them
     _refuse_other_settings(kept, wanted, SPEED_ONLY, str(record_path))
 
@@ -113,9 +134,10 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
     logdir = out / "lightning_logs"
     run_dir = logdir / experiment / f"version_{seed}"
     last = run_dir / "checkpoints" / "last.ckpt"
+    datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+    datamodule.prepare_data()  # a bad --data is found before a run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):  # another reproduce.py on the same --out is refused, not mixed in
-        datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
         resume = last.is_file()  # an interrupted run, continued if it is this job's
         if resume:
             _check_resumable(read_checkpoint(last), settings, datamodule, last)
@@ -165,6 +187,11 @@ def _check_resumable(
 ) -> None:
     """An interrupted run is continued only with its own settings and data, and only as far
     as it has not gone already."""
+    if is_version_0_1(checkpoint):
+        raise UserError(
+            f"{last} was written by imdb-torch 0.1, whose training state this version cannot "
+            "continue; give another --out"
+        )
     trained = settings_from_checkpoint(checkpoint).flat()
     _refuse_other_settings(trained, settings.flat(), CHANGEABLE_ON_RESUME, str(last))
     epoch = checkpoint.get("epoch")
