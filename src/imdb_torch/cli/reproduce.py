@@ -22,7 +22,7 @@ from ..reporting.report import run_file, write_report, write_run
 from ..reporting.runs import read_json
 from ..training.checkpoint import (
     check_vocabulary,
-    is_version_0_1,
+    epochs_to_resume_from,
     read_checkpoint,
     settings_from_checkpoint,
 )
@@ -187,22 +187,15 @@ def _check_resumable(
 ) -> None:
     """An interrupted run is continued only with its own settings and data, and only as far
     as it has not gone already."""
-    if is_version_0_1(checkpoint):
-        raise UserError(
-            f"{last} was written by imdb-torch 0.1, whose training state this version cannot "
-            "continue; give another --out"
-        )
+    epochs = epochs_to_resume_from(checkpoint)
     trained = settings_from_checkpoint(checkpoint).flat()
     _refuse_other_settings(trained, settings.flat(), CHANGEABLE_ON_RESUME, str(last))
-    epoch = checkpoint.get("epoch")
-    epochs = epoch + 1 if isinstance(epoch, int) else 0
     if epochs > settings.run.max_epochs:
         raise UserError(
             f"{last} has trained {epochs} epochs, more than --max-epochs "
             f"{settings.run.max_epochs}; give at least that many, or another --out"
         )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule.setup("fit")  # its data prepared by the caller; fit's own setup() then keeps it
     check_vocabulary(checkpoint, datamodule.words, "resume")
 
 

@@ -24,7 +24,7 @@ from ..reporting.runs import version_number
 from ..training.checkpoint import (
     check_vocabulary,
     checkpoint_file,
-    is_version_0_1,
+    epochs_to_resume_from,
     read_checkpoint,
     settings_from_checkpoint,
 )
@@ -60,13 +60,14 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.resume:
         resume_path, run_dir = _resume_target(args, given)
         checkpoint = read_checkpoint(resume_path)
+        epochs = epochs_to_resume_from(checkpoint)
         settings = _resumed_settings(checkpoint, given)
-        finished = _finished(checkpoint, settings)
+        finished = _finished(checkpoint, epochs, settings)
         if finished:
             print(f"{run_dir} has finished ({finished}); nothing to resume")
             return 0
         name, logdir = run_dir.parent.name, run_dir.parent.parent
-        print(f"resuming {run_dir} from epoch {checkpoint['epoch'] + 1}")
+        print(f"resuming {run_dir} from epoch {epochs}")
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
@@ -221,28 +222,20 @@ def _held(run_dir: Path):
         yield
 
 
-def _finished(checkpoint: dict, settings: Settings) -> str:
-    """Why a run is over, or "" if it is not."""
-    epoch = checkpoint.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise UserError("the checkpoint records no finished epoch; it cannot be resumed")
-    if epoch + 1 >= settings.run.max_epochs:
-        return f"{epoch + 1} of at most {settings.run.max_epochs} epochs; --max-epochs raises it"
+def _finished(checkpoint: dict, epochs: int, settings: Settings) -> str:
+    """Why a run that has finished ``epochs`` epochs is over, or "" if it is not."""
+    if epochs >= settings.run.max_epochs:
+        return f"{epochs} of at most {settings.run.max_epochs} epochs; --max-epochs raises it"
     for key, state in checkpoint.get("callbacks", {}).items():
         if key.startswith("EarlyStopping") and isinstance(state, dict):
             waited, patience = state.get("wait_count", 0), state.get("patience", 0)
             if isinstance(waited, int) and isinstance(patience, int) and 0 < patience <= waited:
-                return f"early stopping after epoch {epoch + 1}"
+                return f"early stopping after epoch {epochs}"
     return ""
 
 
 def _resumed_settings(checkpoint: dict, given: dict) -> Settings:
     """The checkpoint's settings; flags given may change only ``CHANGEABLE_ON_RESUME``."""
-    if is_version_0_1(checkpoint):
-        raise UserError(
-            "this checkpoint was written by imdb-torch 0.1, whose training state this version "
-            "cannot continue; test.py and predict.py still read it"
-        )
     trained = settings_from_checkpoint(checkpoint)
     trained_values = trained.flat()
     for key, value in given.items():

@@ -104,6 +104,20 @@ def is_version_0_1(checkpoint: dict[str, Any]) -> bool:
     return "model" not in checkpoint["hyper_parameters"]
 
 
+def epochs_to_resume_from(checkpoint: dict[str, Any]) -> int:
+    """How many epochs a checkpoint to be resumed has finished; refused in one line where its
+    training cannot be continued (train.py --resume, reproduce.py)."""
+    if is_version_0_1(checkpoint):
+        raise UserError(
+            "this checkpoint was written by imdb-torch 0.1, whose training state this version "
+            "cannot continue; test.py and predict.py still read it"
+        )
+    epoch = checkpoint.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise UserError("the checkpoint records no finished epoch; it cannot be resumed")
+    return epoch + 1
+
+
 def _from_version_0_1(hparams: dict, state: dict) -> tuple[dict, dict]:
     """0.1's flat settings and ``embedding.weight``-style keys in today's form."""
     model_keys = {"arch", "num_words", "embedding_dim", "hidden_size", "num_layers", "dropout",
