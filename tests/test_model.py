@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from imdb_torch.config import PRESETS, resolve
+from imdb_torch.config import PRESETS, ModelConfig, resolve
 from imdb_torch.errors import UserError
 from imdb_torch.model.keras_compat import KerasRMSprop, SequenceDropout, keras_parameter_count
 from imdb_torch.model.network import WordDropout
@@ -141,9 +141,23 @@ def test_presets_are_the_lessons_experiments():
 
 
 def test_keras_parameter_count_formula():
-    assert keras_parameter_count("lstm", 500, 16, 8, 1) == 8809
+    assert keras_parameter_count(ModelConfig()) == 8809  # the lesson's LSTM(8)
     # Keras Bidirectional(LSTM(8)) on 16 inputs: 2 x 800, head 2 x 8 + 1
-    assert keras_parameter_count("lstm", 500, 16, 8, 1, bidirectional=True) == 8000 + 1600 + 17
+    bidirectional = ModelConfig(bidirectional=True)
+    assert keras_parameter_count(bidirectional) == 8000 + 1600 + 17
+    # Mean and max side by side: the head reads twice the features.
+    pooled = ModelConfig(bidirectional=True, pooling="mean-max")
+    assert keras_parameter_count(pooled) == 8000 + 1600 + 33
+
+
+@pytest.mark.parametrize("preset", ["lstm-2layer", "gru", "strong"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean-max"])
+def test_keras_count_is_what_trains(preset, pooling):
+    # With Keras's initialisation nn.LSTM's second bias is held at zero, so the weights that
+    # train are Keras's, whatever the layers, directions and pooling.
+    model = classifier(**resolve(preset, {"pooling": pooling}).flat())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert model.keras_parameter_count() == trainable
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
@@ -291,10 +305,7 @@ def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tm
 
 def test_parameter_count_includes_the_ngram_weights():
     # One count for the console line and train.py's free-space check alike.
-    from imdb_torch.config import ModelConfig
-    from imdb_torch.training.module import keras_parameters
-
-    plain = keras_parameters(ModelConfig())
-    assert keras_parameters(ModelConfig(ngrams=3, ngram_buckets=1000)) == plain + 1001
+    plain = keras_parameter_count(ModelConfig())
+    assert keras_parameter_count(ModelConfig(ngrams=3, ngram_buckets=1000)) == plain + 1001
     model = classifier(ngrams=2, ngram_buckets=1000)
     assert model.keras_parameter_count() == plain + 1001

@@ -19,6 +19,7 @@ from ..config import (
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
+from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..reporting.runs import version_number
 from ..training.checkpoint import (
@@ -28,7 +29,7 @@ from ..training.checkpoint import (
     read_checkpoint,
     settings_from_checkpoint,
 )
-from ..training.module import SentimentClassifier, keras_parameters
+from ..training.module import SentimentClassifier
 from ..training.trainer import check_precision, prepare
 from .common import (
     CHANGEABLE_ON_RESUME,
@@ -179,7 +180,7 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
 def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None:
     """Room for the checkpoints (weights and optimiser state) where they will go: a full disk
     is better found before training than after it."""
-    parameters = keras_parameters(settings.model)  # nn.LSTM's second bias adds under a percent
+    parameters = keras_parameter_count(settings.model)  # nn.LSTM's second bias adds under a percent
     # Each weight in float32 with two optimiser moments; the n-gram model's ratios beside its.
     ratios = settings.model.ngram_buckets if settings.model.ngrams else 0
     needed = 4 * (3 * parameters + ratios) + 2**20

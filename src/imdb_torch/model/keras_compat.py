@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..config import ModelConfig
 from .fused_rnn import TimeMajorEmbedding, index_add_rows
 
 
@@ -73,28 +74,26 @@ def keras_init_(net: nn.Module) -> None:
     nn.init.zeros_(net.head.bias)
 
 
-def keras_parameter_count(
-    arch: str,
-    num_words: int,
-    embedding_dim: int,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool = False,
-) -> int:
+def keras_parameter_count(model: ModelConfig) -> int:
     """Parameters of the same model in Keras (``model.summary()``'s total).
 
     Keras's LSTM has one bias vector per layer where ``nn.LSTM`` has two (``bias_ih`` and
-    ``bias_hh``); Keras's GRU (``reset_after=True``) has two, like ``nn.GRU``.
+    ``bias_hh``); Keras's GRU (``reset_after=True``) has two, like ``nn.GRU``. Beyond the
+    lesson: a bidirectional layer counts twice, mean-max pooling doubles the ``Dense`` layer's
+    inputs, and ``--ngrams`` adds its linear model's weights and bias.
     """
-    gates, biases = (4, 1) if arch == "lstm" else (3, 2)
-    directions = 2 if bidirectional else 1
-    total = num_words * embedding_dim + directions * hidden_size + 1
-    inputs = embedding_dim
-    for _ in range(num_layers):
-        per_direction = inputs * hidden_size + hidden_size * hidden_size + biases * hidden_size
-        total += directions * gates * per_direction
-        inputs = directions * hidden_size
-    return total
+    gates, biases = (4, 1) if model.arch == "lstm" else (3, 2)
+    directions = 2 if model.bidirectional else 1
+    pooled = 2 if model.pooling == "mean-max" else 1
+    total = model.num_words * model.embedding_dim  # Embedding
+    inputs = model.embedding_dim
+    for _ in range(model.num_layers):
+        hidden = model.hidden_size
+        per_direction = inputs * hidden + hidden * hidden + biases * hidden
+        total += directions * gates * per_direction  # LSTM or GRU
+        inputs = directions * hidden
+    total += pooled * inputs + 1  # Dense(1)
+    return total + (model.ngram_buckets + 1 if model.ngrams else 0)
 
 
 class EmbeddingOccurrences:

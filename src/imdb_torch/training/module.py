@@ -226,16 +226,8 @@ class SentimentClassifier(L.LightningModule):
         checkpoint[CHECKPOINT_MARK] = {"version": __version__}
 
     def keras_parameter_count(self) -> int:
-        return keras_parameters(self.model_config)
-
-
-def keras_parameters(m: ModelConfig) -> int:
-    """How many weights Keras would give the same model (``keras_compat.keras_parameter_count``),
-    the n-gram path's weights and bias included."""
-    recurrent = keras_parameter_count(
-        m.arch, m.num_words, m.embedding_dim, m.hidden_size, m.num_layers, m.bidirectional
-    )
-    return recurrent + (m.ngram_buckets + 1 if m.ngrams else 0)
+        """What Keras's ``model.summary()`` would count for this model."""
+        return keras_parameter_count(self.model_config)
 
 
 def answer(network_logits: torch.Tensor, ngram_logits: torch.Tensor) -> torch.Tensor:
