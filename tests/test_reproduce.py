@@ -17,6 +17,7 @@ def test_reproduce_writes_runs_summary_and_figures_and_skips_finished(tmp_path, 
     record = json.loads(runs[0].read_text())
     assert record["parameters"] == record["keras_parameters"] == 8633
     assert record["epochs_run"] == 2 and len(record["history"]) == 2
+    assert record["resumed_after_epochs"] == 0
     assert 0 <= record["test_acc"] <= 1 and record["median_epoch_seconds"] > 0
     assert record["settings"]["optimizer"] == "rmsprop" and record["settings"]["lr"] == 1e-4
     summary = (tmp_path / "out" / "summary.md").read_text()
@@ -107,7 +108,8 @@ def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, 
     other = write_tarball(make_reviews(seed=5, per_folder=10), tmp_path / "other.tar.gz")
     _one_line(capsys, reproduce_cli.main([*argv, "--data", str(other)]), "vocabulary differs")
     assert reproduce_cli.main(argv) == 0  # the same settings: it finishes the job
-    assert json.loads(record.read_text())["epochs_run"] == 2
+    finished = json.loads(record.read_text())
+    assert finished["epochs_run"] == 2 and finished["resumed_after_epochs"] == 2
 
 
 def test_reproduce_refuses_an_out_that_is_a_file(tmp_path, tiny_tarball, capsys):
@@ -116,7 +118,16 @@ def test_reproduce_refuses_an_out_that_is_a_file(tmp_path, tiny_tarball, capsys)
     argv = ["--data", str(tiny_tarball), "--experiments", "lstm", "--seeds", "1",
             "--max-epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
     _one_line(capsys, reproduce_cli.main(argv), "is a file")
+    _one_line(capsys, reproduce_cli.main([*argv, "--out", str(out / "results")]), "is a file")
     assert out.read_text() == "keep me"
+
+
+def test_reproduce_leaves_no_folder_behind_for_bad_data(tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--data", str(tmp_path / "missing.tar.gz"), "--experiments", "lstm", "--seeds",
+            "1", "--max-epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    _one_line(capsys, reproduce_cli.main(argv), "missing.tar.gz")
+    assert not out.exists()
 
 
 def test_reproduce_leaves_a_job_another_process_is_running(tmp_path, tiny_tarball, capsys):

@@ -46,17 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
+    out = _checked_out(Path(args.out).resolve())
     # Every job checked before the first is trained: a bad seed, or a finished run of other
     # settings in --out, is found at once, not hours later.
-    jobs = [(experiment, seed, _settings(args, experiment, seed))
+    jobs = [(experiment, seed, _settings(args, experiment, seed),
+             run_file(out, "imdb-torch", experiment, seed))
             for experiment in args.experiments for seed in args.seeds]  # fmt: skip
-    out = _checked_out(Path(args.out).resolve())
-    for experiment, seed, settings in jobs:
-        target = run_file(out, "imdb-torch", experiment, seed)
+    for _, _, settings, target in jobs:
         if target.is_file():
             _check_kept(target, settings)
-    for number, (experiment, seed, settings) in enumerate(jobs, start=1):
-        target = run_file(out, "imdb-torch", experiment, seed)
+    for number, (experiment, seed, settings, target) in enumerate(jobs, start=1):
         if target.is_file():
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")
             continue
@@ -75,13 +74,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _checked_out(out: Path) -> Path:
+    """``out``, if results can be written there. It is made only when the first run starts,
+    so that a mistake found before (a bad --data, say) leaves no empty folder behind."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out: cannot make {out} ({exc.strerror})") from exc
-    check_writable(out, f"--out {out}")
+    existing = next(place for place in (out, *out.parents) if place.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out: cannot make {out}: {existing} is a file")
+    check_writable(existing, f"--out {out}")
     return out
 
 
@@ -139,8 +139,9 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):  # another reproduce.py on the same --out is refused, not mixed in
         resume = last.is_file()  # an interrupted run, continued if it is this job's
+        trained_before = 0
         if resume:
-            _check_resumable(read_checkpoint(last), settings, datamodule, last)
+            trained_before = _check_resumable(read_checkpoint(last), settings, datamodule, last)
         session = prepare(
             settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
             progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
@@ -173,7 +174,8 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
         "best_val_acc": best["val_acc"],
         "test_loss": test["test_loss"],
         "test_acc": test["test_acc"],
-        "wall_seconds": round(wall, 2),
+        "wall_seconds": round(wall, 2),  # of this command's part, after the epochs below
+        "resumed_after_epochs": trained_before,
         "median_epoch_seconds": statistics.median(row["seconds"] for row in history),
         "history": history,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
@@ -184,9 +186,9 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
 
 def _check_resumable(
     checkpoint: dict, settings: Settings, datamodule: IMDBDataModule, last: Path
-) -> None:
+) -> int:
     """An interrupted run is continued only with its own settings and data, and only as far
-    as it has not gone already."""
+    as it has not gone already. Returns the epochs it has trained."""
     epochs = epochs_to_resume_from(checkpoint)
     trained = settings_from_checkpoint(checkpoint).flat()
     _refuse_other_settings(trained, settings.flat(), CHANGEABLE_ON_RESUME, str(last))
@@ -197,6 +199,7 @@ def _check_resumable(
         )
     datamodule.setup("fit")  # its data prepared by the caller; fit's own setup() then keeps it
     check_vocabulary(checkpoint, datamodule.words, "resume")
+    return epochs
 
 
 if __name__ == "__main__":
