@@ -23,11 +23,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: 
 from sklearn.model_selection import train_test_split  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from imdb_torch.cli.common import quiet_lightning  # noqa: E402
 from imdb_torch.config import ModelConfig, OptimConfig  # noqa: E402
 from imdb_torch.data.corpus import load_corpus, resolve_source  # noqa: E402
 from imdb_torch.data.datamodule import PaddedReviews, keep_batch  # noqa: E402
 from imdb_torch.data.sequences import RaggedSequences, cap_vocabulary, pad_sequences  # noqa: E402
 from imdb_torch.training.callbacks import EpochHistory  # noqa: E402
+from imdb_torch.training.console import EpochLines  # noqa: E402
 from imdb_torch.training.module import SentimentClassifier  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,7 +39,7 @@ parser.add_argument("--out", default="lesson_9_3", help="where checkpoints and p
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-L.seed_everything(42)
+quiet_lightning()  # without Lightning's tips about its cloud services, at every Trainer
 
 # (train_input, train_target), (test_input, test_target) = imdb.load_data(num_words=500)
 corpus = load_corpus(resolve_source(args.data))  # reviews as word indices, 1 = start
@@ -69,15 +71,19 @@ def loader(seq, target, shuffle=False) -> DataLoader:
 
 def train(name: str, model_config: ModelConfig) -> str:
     """One experiment: returns the path of its best checkpoint."""
+    # Each experiment starts from the same seed, as `scripts/train.py --preset NAME` does,
+    # so that it does not depend on which experiments ran before it.
+    L.seed_everything(42)
     # model = keras.Sequential([Embedding(500, 16), LSTM(8), Dense(1, activation='sigmoid')])
     # rmsprop = keras.optimizers.RMSprop(learning_rate=1e-4)
     # model.compile(optimizer=rmsprop, loss='binary_crossentropy', metrics=['accuracy'])
     #
     # SentimentClassifier holds the network (model.net, a plain nn.Module: model/network.py)
     # and trains it as Keras would: Keras's initial weights, Keras's RMSprop formula and its
-    # per-occurrence embedding update (model/keras_compat.py). On the CPU the LSTM and GRU
-    # layers are swapped for FusedLSTM / FusedGRU: the same layers, computed by a faster
-    # kernel (model/fused_rnn.py; fused_rnn=False keeps nn.LSTM's own code).
+    # per-occurrence embedding update (model/keras_compat.py). Its LSTM and GRU layers are
+    # FusedLSTM / FusedGRU: nn.LSTM / nn.GRU whose CPU forward and backward run a faster
+    # kernel (model/fused_rnn.py), and which run nn.LSTM's own code on a GPU;
+    # fused_rnn=False keeps nn.LSTM itself.
     model = SentimentClassifier(model_config, OptimConfig(optimizer="rmsprop", lr=1e-4))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # model.summary(). Beside Keras's layers the printout shows TimeMajorEmbedding (the
@@ -91,21 +97,23 @@ def train(name: str, model_config: ModelConfig) -> str:
     # early_stopping_cb = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
     # (restore_best_weights: the best epoch's weights are in its checkpoint; as in the book,
     # only the two-layer model's is loaded again, below, to score the test set.)
-    checkpoint_cb = ModelCheckpoint(
-        dirpath=out, filename=f"best-{name}-model", monitor="val_loss", save_top_k=1
-    )
+    # enable_version_counter=False: a second run replaces the file, as Keras replaces its .h5.
+    checkpoint_cb = ModelCheckpoint(dirpath=out, filename=f"best-{name}-model", monitor="val_loss",
+                                    save_top_k=1, enable_version_counter=False)  # fmt: skip
     early_stopping_cb = EarlyStopping(monitor="val_loss", patience=3)
     history = EpochHistory()  # Keras's History: one row of metrics per epoch
+    epoch_lines = EpochLines(history)  # what Keras's fit prints: a line per epoch
 
     # history = model.fit(..., epochs=100, callbacks=[checkpoint_cb, early_stopping_cb])
     trainer = L.Trainer(
         max_epochs=args.epochs,
-        callbacks=[history, checkpoint_cb, early_stopping_cb],
+        callbacks=[history, epoch_lines, checkpoint_cb, early_stopping_cb],
         logger=False,
         enable_progress_bar=False,
+        enable_model_summary=False,  # printed above
     )
     trainer.fit(model, loader(train_seq, train_target, shuffle=True), loader(val_seq, val_target))
-    best = min(history.epochs, key=lambda row: row["val_loss"])
+    best = history.best("val_loss")
     print(f"{name}: best epoch {best['epoch']}, val_loss {best['val_loss']:.4f}, "
           f"val_acc {best['val_acc']:.4f}")  # fmt: skip
 
@@ -128,14 +136,14 @@ train("lstm", ModelConfig(arch="lstm"))  # LSTM(8)
 train("lstm-dropout", ModelConfig(arch="lstm", dropout=0.3))  # LSTM(8, dropout=0.3)
 best_2rnn = train(  # LSTM(8, dropout=0.3, return_sequences=True), LSTM(8, dropout=0.3)
     "2rnn", ModelConfig(arch="lstm", num_layers=2, dropout=0.3)
-)
+)  # train.py's preset lstm-2layer
 train("gru", ModelConfig(arch="gru"))  # GRU(8)
 
 # rnn_model = keras.models.load_model('best-2rnn-model.h5')
 # rnn_model.evaluate(test_seq, test_target)
 rnn_model = SentimentClassifier.load_from_checkpoint(best_2rnn)
-(result,) = L.Trainer(logger=False, enable_progress_bar=False).test(
-    rnn_model, loader(test_seq, test_target), verbose=False
-)
+tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+tester.test(rnn_model, loader(test_seq, test_target), verbose=False)
+result = tester.callback_metrics  # test_loss and test_acc, what evaluate() returns
 print(f"\ntest set, best two-layer model: loss {result['test_loss']:.4f}, "
       f"accuracy {result['test_acc']:.4f}")  # fmt: skip

@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_lesson_runs_its_four_experiments_and_the_test(tiny_tarball, tmp_path):
     out = tmp_path / "lesson"
+    out.mkdir()
+    (out / "best-lstm-model.ckpt").write_text("an earlier run's")  # replaced, as Keras's .h5
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "lesson_9_3.py"), "--data", str(tiny_tarball),
          "--epochs", "2", "--out", str(out)],
@@ -21,6 +23,11 @@ def test_the_lesson_runs_its_four_experiments_and_the_test(tiny_tarball, tmp_pat
         assert f"{name}: best epoch" in done.stdout
         assert (out / f"{name}-loss.png").stat().st_size > 0
         assert (out / f"best-{name}-model.ckpt").is_file()
+        assert f"{name}: SentimentNet(" in done.stdout
+    assert not list(out.glob("*-v1.ckpt"))
+    # A line per epoch, as Keras's fit prints, and nothing of Lightning's that is noise here.
+    assert done.stdout.count("Epoch 2/2 - ") == 4
+    assert "Tip" not in done.stdout + done.stderr and "no logger" not in done.stderr
     result = done.stdout.split("test set, best two-layer model: loss ")[1].split()
     loss, accuracy = float(result[0].rstrip(",")), float(result[2])
     assert loss > 0 and 0 <= accuracy <= 1

@@ -157,7 +157,10 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The data pipeline: ``load_data`` → ``train_test_split`` → ``pad_sequences``, batches."""
+    """The data pipeline: ``load_data`` → ``train_test_split`` → ``pad_sequences``, batches.
+
+    ``load_data``'s ``num_words`` is in ``ModelConfig``: it also sizes the ``Embedding``.
+    """
 
     data: str | None = setting(
         None,

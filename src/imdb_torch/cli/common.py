@@ -115,7 +115,6 @@ QUIET_WARNINGS = (
     ".*LeafSpec.*",
     ".*smaller than the logging interval.*",
     ".*exists and is not empty.*",
-    ".*but have no logger configured.*",  # test.py's Trainer keeps no logs, by design
 )
 NOT_WORTH_SAYING = (
     "💡 Tip",  # suggestions of Lightning's cloud services, at every Trainer

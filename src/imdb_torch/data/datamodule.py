@@ -61,7 +61,10 @@ class IMDBDataModule(L.LightningDataModule):
     """The Keras lesson's data pipeline.
 
     ``imdb.load_data(num_words=500)`` → ``train_test_split(test_size=0.2, random_state=42)``
-    → ``pad_sequences(maxlen=100)``; the 25,000 test reviews form the test set.
+    → ``pad_sequences(maxlen=100)``; the 25,000 test reviews form the test set. (``setup``
+    pads before it caps the vocabulary and splits: the same result, see there.) On one
+    process its loaders are ``DeviceBatches``, which cut each batch from tensors kept on the
+    model's device, rather than ``DataLoader``s: the same batches in the same order.
 
     Args:
         data: ``None``/``"keras"`` for Keras's ``imdb.npz`` (downloaded and verified),

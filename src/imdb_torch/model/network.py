@@ -3,8 +3,9 @@
 The Keras lesson (chapter 9-3)::
 
     model = keras.Sequential()
-    model.add(keras.layers.Embedding(500, 16, input_shape=(100,)))
-    model.add(keras.layers.LSTM(8, dropout=0.3))          # or GRU(8); twice for two layers
+    model.add(keras.layers.Embedding(500, 16, input_length=100))
+    model.add(keras.layers.LSTM(8, dropout=0.3))          # or GRU(8); for two layers, the
+                                                          # first with return_sequences=True
     model.add(keras.layers.Dense(1, activation='sigmoid'))
 
 is ``SentimentNet(ModelConfig(arch="lstm", dropout=0.3))`` here: the same layers. ``forward``
@@ -12,7 +13,8 @@ returns the logit; the sigmoid lives in the loss (``BCEWithLogitsLoss``), the sa
 computed more stably. To *train* it as Keras does, ``training/module.py`` adds what lies
 outside the layers (``keras_compat.py``): Keras's initial weights, Keras's RMSprop formula and
 its per-occurrence embedding update; a plain ``torch.optim.RMSprop`` would train another
-model. On the CPU it also swaps in faster twins of the layers (``fused_rnn.py``).
+model. It also swaps in twins of the layers whose CPU forward and backward run a faster kernel
+(``fused_rnn.py``); on a GPU they run the layers' own code.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class SentimentNet(nn.Module):
             for i in range(config.num_layers)
         )
         pooled = 2 if config.pooling == "mean-max" else 1
-        self.head = nn.Linear(pooled * directions * config.hidden_size, 1)
+        self.head = nn.Linear(pooled * directions * config.hidden_size, 1)  # Dense(1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of "positive", shape (batch,), for ``tokens`` (batch, time) padded with 0."""
@@ -65,6 +67,7 @@ class SentimentNet(nn.Module):
         x = self.word_dropout(x, tokens)  # beyond the lesson; off (identity) by default
         for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
             x = dropout(x)  # LSTM(8, dropout=0.3): the dropout of the layer's inputs
+            # x: every step's output (Keras's return_sequences=True), the next layer's input
             x, state = rnn(x) if lengths is None else run_packed(rnn, x, lengths)
         if self.config.pooling == "last":  # LSTM's return_sequences=False
             features = final_state(state)

@@ -43,9 +43,10 @@ class SentimentClassifier(L.LightningModule):
             a model: the network is built here, as ``self.net``).
         optim: an ``OptimConfig``, what ``model.compile`` is given. Both may also be their
             ``asdict`` form, as saved in checkpoints and ``hparams.yaml``.
-        fused_rnn: on the CPU, run the recurrent layers through the fused kernel
-            (``model/fused_rnn.py``: same results to 1e-5, several times faster). Not a
-            setting of the model: it is not saved, and a trained model may run either way.
+        fused_rnn: swap the recurrent layers for their fused twins, whose CPU forward and
+            backward run the fused kernel (``model/fused_rnn.py``: same results to 1e-5,
+            several times faster; on a GPU the layers' own code). Not a setting of the model:
+            it is not saved, and a trained model may run either way.
     """
 
     def __init__(
@@ -131,12 +132,12 @@ class SentimentClassifier(L.LightningModule):
         # self.log costs about half a millisecond on the CPU, a quarter of a training step of
         # the lesson's model. The metrics accumulate every batch, so they are logged once, at
         # the epoch's last batch; Lightning computes and resets them at the epoch's end.
-        # Not to the logger while fitting: TensorBoard gets the epoch's figures at the epoch's
-        # number from training/tensorboard.py. Test figures are what trainer.test returns.
+        # Not to a logger: TensorBoard gets the epoch's figures at the epoch's number from
+        # training/tensorboard.py, and the test figures are read from the Trainer's
+        # callback_metrics (training/trainer.py's evaluate).
         if batch_idx == self._batches(stage) - 1:
             for name, metric in ((f"{stage}_loss", epoch_loss), (f"{stage}_acc", epoch_acc)):
-                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True,
-                         logger=stage == "test")  # fmt: skip
+                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True, logger=False)
         return trained, logits
 
     def _batches(self, stage: str) -> int:
