@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Runs imdb_torch.cli.compare: see `python scripts/compare.py --help`."""
+"""Runs src/imdb_torch/cli/compare.py: see `python scripts/compare.py --help`."""
 
 import sys
 from pathlib import Path

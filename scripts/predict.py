@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Runs imdb_torch.cli.predict: see `python scripts/predict.py --help`."""
+"""Runs src/imdb_torch/cli/predict.py: see `python scripts/predict.py --help`."""
 
 import sys
 from pathlib import Path

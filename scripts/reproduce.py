@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Runs imdb_torch.cli.reproduce: see `python scripts/reproduce.py --help`."""
+"""Runs src/imdb_torch/cli/reproduce.py: see `python scripts/reproduce.py --help`."""
 
 import sys
 from pathlib import Path

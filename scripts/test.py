@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Runs imdb_torch.cli.test: see `python scripts/test.py --help`."""
+"""Runs src/imdb_torch/cli/test.py: see `python scripts/test.py --help`."""
 
 import sys
 from pathlib import Path

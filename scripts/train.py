@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Runs imdb_torch.cli.train: see `python scripts/train.py --help`."""
+"""Runs src/imdb_torch/cli/train.py: see `python scripts/train.py --help`."""
 
 import sys
 from pathlib import Path

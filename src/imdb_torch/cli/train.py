@@ -1,4 +1,11 @@
-"""Train an LSTM or GRU sentiment classifier on IMDB, as in the Keras lesson."""
+"""Train an LSTM or GRU sentiment classifier on IMDB, as in the Keras lesson.
+
+The lesson's steps, in ``_main``: the data read, split and padded (``_prepared_data``); the
+model and a Trainer with the lesson's callbacks (``training/trainer.py``'s ``prepare``);
+``run.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's weights loaded again
+(``restore_best_weights``), copied to ``best.ckpt``, and the loss plot. The rest of ``_main``
+makes a run safe to interrupt and resume.
+"""
 
 from __future__ import annotations
 
@@ -93,7 +100,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if run.trainer.is_global_zero:
             print(f"experiment {name}: {_parameter_line(run.model)}")
         try:
-            run.fit(resume_from=resume_path)
+            run.fit(resume_from=resume_path)  # history = model.fit(...)
         except SystemExit:
             # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
             if not run.trainer.interrupted:
@@ -316,7 +323,7 @@ def _parameter_line(model: SentimentClassifier) -> str:
 
 
 def _finish(run, save_path: Path, name: str) -> int:
-    best_path = run.restore_best()
+    best_path = run.restore_best()  # EarlyStopping(restore_best_weights=True)
     with atomic_path(save_path) as tmp:
         shutil.copyfile(best_path, tmp)
     history = run.history

@@ -110,13 +110,14 @@ class SentimentClassifier(L.LightningModule):
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
         logits = self.net(tokens)
-        loss = trained = self.loss_fn(logits, labels)
+        # objective: what backward minimises; loss: what is reported. The same, but for --ngrams.
+        loss = objective = self.loss_fn(logits, labels)
         if self.ngrams is not None:
             # Each model learns from its own loss. Under one loss, the n-gram model, which
             # learns the training reviews by heart within an epoch, would leave the network
             # nothing to learn from. Reported: the loss of the answer, their mean.
             ngram_logits = self.ngrams(tokens)
-            trained = trained + self.loss_fn(ngram_logits, labels)
+            objective = objective + self.loss_fn(ngram_logits, labels)
             logits = answer(logits, ngram_logits)
             loss = self.loss_fn(logits, labels)
         # The batch's loss once per review: the epoch's mean weighs batches by their size.
@@ -124,21 +125,19 @@ class SentimentClassifier(L.LightningModule):
         # torchmetrics issue #3434.)
         epoch_loss.update(loss.detach().expand(len(labels)))
         # A hit: the sigmoid above 0.5 exactly when the review is positive (Keras's
-        # binary_accuracy). Not torchmetrics' BinaryAccuracy: its update costs three times as
-        # much, a twentieth of a step of the lesson's model, and reads the values on the host
-        # to tell probabilities from logits, a wait at every step on a GPU.
+        # binary_accuracy). Not torchmetrics' BinaryAccuracy, which costs three times as much
+        # and reads the values on the host (docs/performance.md).
         hits = (torch.sigmoid(logits.detach()) > 0.5) == labels.bool()
         epoch_acc.update(hits.float())
-        # self.log costs about half a millisecond on the CPU, a quarter of a training step of
-        # the lesson's model. The metrics accumulate every batch, so they are logged once, at
-        # the epoch's last batch; Lightning computes and resets them at the epoch's end.
-        # Not to a logger: TensorBoard gets the epoch's figures at the epoch's number from
-        # training/tensorboard.py, and the test figures are read from the Trainer's
-        # callback_metrics (training/trainer.py's evaluate).
+        # Logged once, at the epoch's last batch (self.log at every step would cost a quarter
+        # of a step: docs/performance.md); Lightning computes and resets the metrics at the
+        # epoch's end. Not to a logger: TensorBoard gets the epoch's figures at the epoch's
+        # number from training/tensorboard.py, and the test figures are read from the
+        # Trainer's callback_metrics (training/trainer.py's evaluate).
         if batch_idx == self._batches(stage) - 1:
             for name, metric in ((f"{stage}_loss", epoch_loss), (f"{stage}_acc", epoch_acc)):
                 self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True, logger=False)
-        return trained, logits
+        return objective, logits
 
     def _batches(self, stage: str) -> int:
         if stage == "train":
