@@ -27,7 +27,7 @@ from imdb_torch.cli.common import quiet_lightning  # noqa: E402
 from imdb_torch.config import ModelConfig, OptimConfig  # noqa: E402
 from imdb_torch.data.corpus import load_corpus, resolve_source  # noqa: E402
 from imdb_torch.data.datamodule import PaddedReviews, keep_batch  # noqa: E402
-from imdb_torch.data.sequences import RaggedSequences, cap_vocabulary, pad_sequences  # noqa: E402
+from imdb_torch.data.sequences import cap_vocabulary, pad_sequences  # noqa: E402
 from imdb_torch.training.callbacks import EpochHistory  # noqa: E402
 from imdb_torch.training.console import EpochLines  # noqa: E402
 from imdb_torch.training.module import SentimentClassifier  # noqa: E402
@@ -56,11 +56,9 @@ train_input, val_input, train_target, val_target = train_test_split(
 
 
 # train_seq = pad_sequences(train_input, maxlen=100): padding in front, the last 100 words kept
-def pad(reviews: list):
-    return pad_sequences(RaggedSequences.from_lists(reviews), maxlen=100)
-
-
-train_seq, val_seq, test_seq = pad(train_input), pad(val_input), pad(test_input)
+train_seq = pad_sequences(train_input, maxlen=100)
+val_seq = pad_sequences(val_input, maxlen=100)
+test_seq = pad_sequences(test_input, maxlen=100)
 
 
 # model.fit(train_seq, train_target, batch_size=64, validation_data=(val_seq, val_target))

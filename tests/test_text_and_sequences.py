@@ -41,6 +41,10 @@ def test_pad_sequences_matches_keras(padding, truncating, expected):
     padded = pad_sequences(RaggedSequences.from_lists(SEQS), 4, padding, truncating)
     assert padded.tolist() == expected
     assert padded.dtype == np.int64
+    # Lists of lists or of arrays, as Keras takes them, give the same.
+    assert pad_sequences(SEQS, 4, padding, truncating).tolist() == expected
+    arrays = [np.array(s, dtype=np.int32) for s in SEQS]
+    assert pad_sequences(arrays, 4, padding, truncating).tolist() == expected
 
 
 def test_pad_sequences_rejects_bad_settings():

@@ -55,13 +55,14 @@ def cap_vocabulary(values: np.ndarray, num_words: int) -> np.ndarray:
 
 
 def pad_sequences(
-    sequences: RaggedSequences,
+    sequences: RaggedSequences | Sequence[Sequence[int]],
     maxlen: int,
     padding: str = "pre",
     truncating: str = "pre",
     value: int = PAD,
 ) -> np.ndarray:
-    """Keras's ``pad_sequences``: an ``(n, maxlen)`` int64 array.
+    """Keras's ``pad_sequences``: an ``(n, maxlen)`` int64 array, from ``RaggedSequences`` or
+    a list of sequences as Keras takes them.
 
     ``truncating="pre"`` keeps the last ``maxlen`` tokens; ``padding="pre"`` puts the padding
     in front, so the last time step always holds a real token (Keras's defaults for both).
