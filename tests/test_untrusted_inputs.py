@@ -131,7 +131,7 @@ def test_test_json_records_the_data_and_is_kept_from_other_data(trained, tmp_pat
     # Other reviews with the same vocabulary still evaluate; the run's own result stays.
     code = test_cli.main(["--ckpt", str(trained / "best.ckpt"), "--data", str(other)])
     if code == 0:
-        assert "left as it was" in capsys.readouterr().out
+        assert "left as it was" in capsys.readouterr().err
     assert json.loads((run_dir / "test.json").read_text()) == record
 
 

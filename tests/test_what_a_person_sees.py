@@ -183,3 +183,24 @@ def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, ca
     assert compare_cli.main([str(logs / "gru" / "version_0"), str(copied), "--out", out]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
     assert len([row for row in rows if row != "figure:"]) == 2, rows
+
+
+@pytest.mark.parametrize("script", ["test.py", "predict.py"])
+def test_a_reader_that_stops_early_gets_no_traceback_and_nothing_is_lost(run, script):
+    # As `python scripts/test.py --ckpt best.ckpt | head -3`, with the reader gone at once.
+    tmp_path, _ = run
+    test_json = tmp_path / "logs" / "gru" / "version_0" / "test.json"
+    test_json.unlink()
+    extra = ["a fine film", "a dull film"] if script == "predict.py" else ["--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / script), "--ckpt", str(tmp_path / "best.ckpt"),
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    if script == "test.py":
+        assert json.loads(test_json.read_text())["test_reviews"] > 0

@@ -139,6 +139,11 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read the output has gone (`| head`): stop as other tools do, quietly, and
+        # with stdout pointed away, so that Python's flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 @contextlib.contextmanager

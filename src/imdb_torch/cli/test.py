@@ -61,6 +61,12 @@ def _main(argv: Sequence[str] | None) -> int:
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
     predicted = (probabilities >= 0.5).astype(np.int64)
 
+    # Recorded before anything is printed: a reader that stops early (| head) loses nothing.
+    try:
+        note = _record(checkpoint, Path(args.ckpt), metrics, len(labels),
+                       datamodule.source_record(), args.data is not None)  # fmt: skip
+    except OSError as exc:
+        note = f"the result is not recorded in the run directory: {exc.strerror}: {exc.filename}"
     print(f"test reviews: {len(labels):,}")
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
@@ -71,30 +77,26 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"{'':>10}{'negative':>10}{'positive':>10}")
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
-    data = datamodule.source_record()
-    try:
-        _record(checkpoint, Path(args.ckpt), metrics, len(labels), data, args.data is not None)
-    except OSError as exc:
-        print(f"\n(the result is not recorded in the run directory: {exc.strerror}: "
-              f"{exc.filename})", file=sys.stderr)  # fmt: skip
+    if note:
+        print(f"\n({note})", file=sys.stderr)
     return 0
 
 
 def _record(
     checkpoint: dict, ckpt_path: Path, metrics: dict, reviews: int, data: dict, other_data: bool
-) -> None:
+) -> str:
     """Leave the result in the run directory, where compare.py finds it: only a measurement
-    on the data the run was trained on, and only in the run that holds this checkpoint."""
+    on the data the run was trained on, and only in the run that holds this checkpoint.
+    Returns what a user should know about it, if anything."""
     run_dir = own_run_dir(checkpoint, ckpt_path)
     if run_dir is None:
-        return
+        return ""
     # 0.1 recorded no source: there the data is the run's own unless --data named another.
     recorded = checkpoint.get("IMDBDataModule", {}).get("source")
     same_data = recorded.get("fingerprint") == data["fingerprint"] if recorded else not other_data
     if not same_data:
-        print(f"\n(measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
-              "left as it was)")  # fmt: skip
-        return
+        return (f"measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
+                "left as it was")  # fmt: skip
     record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
               "test_reviews": reviews, "checkpoint": str(ckpt_path.resolve()),
               "data": data["path"], "data_sha256": data["fingerprint"]}  # fmt: skip
@@ -104,6 +106,7 @@ def _record(
     epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
     with SummaryWriter(log_dir=str(run_dir)) as writer:
         writer.add_scalar(TEST_ACC, metrics["test_acc"], epoch)
+    return ""
 
 
 if __name__ == "__main__":
