@@ -12,6 +12,7 @@ two-layer model on the test set. Each step names the Keras line it replaces.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +29,7 @@ from imdb_torch.config import ModelConfig, OptimConfig  # noqa: E402
 from imdb_torch.data.corpus import load_corpus, resolve_source  # noqa: E402
 from imdb_torch.data.datamodule import PaddedReviews, keep_batch  # noqa: E402
 from imdb_torch.data.sequences import cap_vocabulary, pad_sequences  # noqa: E402
+from imdb_torch.errors import UserError  # noqa: E402
 from imdb_torch.training.callbacks import EpochHistory  # noqa: E402
 from imdb_torch.training.console import EpochLines  # noqa: E402
 from imdb_torch.training.module import SentimentClassifier  # noqa: E402
@@ -35,14 +37,18 @@ from imdb_torch.training.module import SentimentClassifier  # noqa: E402
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--data", help="imdb.npz or aclImdb_v1.tar.gz (default: Keras's imdb.npz)")
 parser.add_argument("--epochs", type=int, default=100, help="at most (default 100)")
-parser.add_argument("--out", default="lesson_9_3", help="where checkpoints and plots go")
+parser.add_argument(
+    "--out", default="lesson_9_3", help="where checkpoints and plots go (default: lesson_9_3)"
+)
 args = parser.parse_args()
-out = Path(args.out)
-out.mkdir(parents=True, exist_ok=True)
 quiet_lightning()  # without Lightning's tips about its cloud services, at every Trainer
 
 # (train_input, train_target), (test_input, test_target) = imdb.load_data(num_words=500)
-corpus = load_corpus(resolve_source(args.data))  # reviews as word indices, 1 = start
+try:
+    corpus = load_corpus(resolve_source(args.data))  # reviews as word indices, 1 = start
+except UserError as error:  # offline, or a bad --data: one line, as the scripts say it
+    print(f"lesson_9_3.py: error: {error}", file=sys.stderr)
+    sys.exit(2)
 # num_words=500: every word rarer than the 496 most frequent becomes 2, "unknown"
 train_input = [cap_vocabulary(corpus.train[i], 500) for i in range(len(corpus.train))]
 test_input = [cap_vocabulary(corpus.test[i], 500) for i in range(len(corpus.test))]
@@ -59,6 +65,9 @@ train_input, val_input, train_target, val_target = train_test_split(
 train_seq = pad_sequences(train_input, maxlen=100)
 val_seq = pad_sequences(val_input, maxlen=100)
 test_seq = pad_sequences(test_input, maxlen=100)
+
+out = Path(args.out)  # for the checkpoints and the loss plots
+out.mkdir(parents=True, exist_ok=True)
 
 
 # model.fit(train_seq, train_target, batch_size=64, validation_data=(val_seq, val_target))

@@ -33,3 +33,16 @@ def test_the_lesson_runs_its_four_experiments_and_the_test(tiny_tarball, tmp_pat
     assert loss > 0 and 0 <= accuracy <= 1
     # model.summary(): the network as the lesson builds it (with the CPU's fused twins)
     assert "(0): FusedLSTM(16, 8, batch_first=True)\n    (1): FusedLSTM(8, 8, " in done.stdout
+
+
+def test_the_lesson_without_its_data_says_so_in_one_line(tmp_path):
+    out = tmp_path / "lesson"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lesson_9_3.py"), "--data",
+         str(tmp_path / "missing.tar.gz"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "missing.tar.gz" in done.stderr
+    assert not out.exists()
