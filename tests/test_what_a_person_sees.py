@@ -204,3 +204,15 @@ def test_a_reader_that_stops_early_gets_no_traceback_and_nothing_is_lost(run, sc
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     if script == "test.py":
         assert json.loads(test_json.read_text())["test_reviews"] > 0
+
+
+def test_the_bar_leaves_out_lightnings_version_number(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from imdb_torch.training.console import EpochProgressBar
+
+    logger = TensorBoardLogger(tmp_path, version=3)
+    trainer = SimpleNamespace(loggers=[logger], logger=logger, progress_bar_metrics={"acc": 0.5})
+    assert EpochProgressBar().get_metrics(trainer, None) == {"acc": 0.5}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import UserError
 from ..fileio import atomic_path
@@ -91,9 +92,12 @@ def plot(runs: list[Run], path: Path) -> None:
                           if f"{split}_{metric}" in r]  # fmt: skip
                 if points:
                     label = item.name if split == "val" else None
-                    axes.plot(*zip(*points, strict=True), style, color=colour, label=label)
+                    # Markers: a run of one epoch is a point, which a line alone would hide.
+                    axes.plot(*zip(*points, strict=True), style, color=colour, label=label,
+                              marker="o", markersize=3)  # fmt: skip
     for axes, ylabel in ((loss_axes, "loss"), (acc_axes, "accuracy")):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
     if loss_axes.get_legend_handles_labels()[0]:  # none when no run has finished an epoch

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..config import EXPERIMENTS
 from ..errors import UserError
@@ -129,14 +130,16 @@ def plot_curves(runs: list[dict], path: Path) -> None:
             epochs = [row["epoch"] for row in run["history"]]
             colour = colours.get(run["framework"], "C2")
             label = f"{run['framework']} seed {run['seed']}"
+            # Markers: a run of one epoch is a point, which a line alone would hide.
             axes.plot(epochs, [row["train_loss"] for row in run["history"]], "--", color=colour,
-                      alpha=0.6, linewidth=1)  # fmt: skip
+                      alpha=0.6, linewidth=1, marker="o", markersize=2)  # fmt: skip
             axes.plot(epochs, [row["val_loss"] for row in run["history"]], "-", color=colour,
-                      alpha=0.8, linewidth=1, label=label)  # fmt: skip
+                      alpha=0.8, linewidth=1, marker="o", markersize=2, label=label)  # fmt: skip
         axes.set_title(experiment)
         if not axes.get_legend_handles_labels()[0]:
             continue
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axes.set_ylabel("loss (dashed: train, solid: val)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="x-small")

@@ -13,7 +13,13 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class EpochProgressBar(TQDMProgressBar):
-    """Lightning's bar, with the epoch numbered from 1 and the limit beside it."""
+    """Lightning's bar, with the epoch numbered from 1 and the limit beside it, and without
+    the run's version number (``v_num``), which its directory's name already says."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
