@@ -18,6 +18,9 @@ def test_reproduce_writes_runs_summary_and_figures_and_skips_finished(tmp_path, 
     assert record["parameters"] == record["keras_parameters"] == 8633
     assert record["epochs_run"] == 2 and len(record["history"]) == 2
     assert record["resumed_after_epochs"] == 0
+    # The run directory holds the test result too, where compare.py and TensorBoard read it.
+    run_dir = tmp_path / "out" / "lightning_logs" / "gru" / "version_1"
+    assert json.loads((run_dir / "test.json").read_text())["test_acc"] == record["test_acc"]
     assert 0 <= record["test_acc"] <= 1 and record["median_epoch_seconds"] > 0
     assert record["settings"]["optimizer"] == "rmsprop" and record["settings"]["lr"] == 1e-4
     summary = (tmp_path / "out" / "summary.md").read_text()

@@ -19,7 +19,7 @@ from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import run_lock
 from ..reporting.report import run_file, write_report, write_run
-from ..reporting.runs import read_json
+from ..reporting.runs import read_json, write_test_result
 from ..training.checkpoint import (
     check_vocabulary,
     epochs_to_resume_from,
@@ -157,10 +157,15 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
                   "finished epoch", file=sys.stderr)  # fmt: skip
             raise SystemExit(130) from None
         wall = time.perf_counter() - started
-    session.restore_best()
+    best_path = session.restore_best()
     test = evaluate(session.model, session.datamodule, hardware, progress=False)
     history = session.history.epochs
     best = session.history.best()
+    data = session.datamodule.source_record()
+    # As test.py leaves it, so that compare.py and TensorBoard show the run's test result.
+    write_test_result(run_dir, {**test, "test_reviews": len(session.datamodule.test_set),
+                                "checkpoint": str(best_path), "data": data.get("path"),
+                                "data_sha256": data.get("fingerprint")}, best["epoch"])  # fmt: skip
     return {
         "framework": "imdb-torch",
         "experiment": experiment,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,19 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
-from torch.utils.tensorboard import SummaryWriter
 
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from ..fileio import atomic_path
-from ..reporting.runs import TEST_FILE, own_run_dir
+from ..reporting.runs import TEST_FILE, own_run_dir, write_test_result
 from ..training.checkpoint import (
     check_vocabulary,
     datamodule_settings,
     model_from_checkpoint,
     read_checkpoint,
 )
-from ..training.tensorboard import TEST_ACC
 from ..training.trainer import evaluate
 from .common import (
     hardware_from_flags,
@@ -100,12 +96,8 @@ def _record(
     record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
               "test_reviews": reviews, "checkpoint": str(ckpt_path.resolve()),
               "data": data["path"], "data_sha256": data["fingerprint"]}  # fmt: skip
-    with atomic_path(run_dir / TEST_FILE) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
-    # Beside the run's own curves, so TensorBoard's HParams table shows it with the settings.
     epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
-    with SummaryWriter(log_dir=str(run_dir)) as writer:
-        writer.add_scalar(TEST_ACC, metrics["test_acc"], epoch)
+    write_test_result(run_dir, record, epoch)
     return ""
 
 

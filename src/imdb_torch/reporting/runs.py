@@ -1,4 +1,5 @@
-"""Reading what training logged: a run's per-epoch history and test results."""
+"""Reading what training logged, a run's per-epoch history and test results; and writing the
+test results where they are read."""
 
 from __future__ import annotations
 
@@ -6,12 +7,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch.utils.tensorboard import SummaryWriter
+
 from ..errors import UserError
-from ..fileio import file_digest
+from ..fileio import atomic_path, file_digest
 from ..training.callbacks import HISTORY_FILE
 from ..training.checkpoint import read_checkpoint
+from ..training.tensorboard import TEST_ACC
 
 TEST_FILE = "test.json"
+
+
+def write_test_result(run_dir: Path, record: dict, epoch: int) -> None:
+    """Leave a test result in its run directory: ``test.json``, where compare.py finds it,
+    and the accuracy beside the run's curves at ``epoch``, so that TensorBoard's HParams
+    table shows it with the run's settings."""
+    with atomic_path(run_dir / TEST_FILE) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        writer.add_scalar(TEST_ACC, record["test_acc"], epoch)
 
 
 @dataclass
