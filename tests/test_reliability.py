@@ -156,6 +156,24 @@ def test_resume_with_nothing_to_resume(capsys, tmp_path, tiny_tarball):
     one_line_error(capsys, code, "nothing to resume")
 
 
+def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    from imdb_torch.training.module import SentimentClassifier
+
+    def ctrl_c(self, batch, batch_idx):
+        raise KeyboardInterrupt  # where Lightning meets a Ctrl-C in the first step
+
+    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs after one
+    try:
+        assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not list(tmp_path.glob("lstm/version_*"))
+
+
 def test_resume_refuses_settings_that_do_not_fit(capsys, tmp_path, tiny_tarball):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     # the preset names the experiment whose newest run continues; matching flags are fine

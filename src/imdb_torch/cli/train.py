@@ -106,6 +106,10 @@ def _main(argv: Sequence[str] | None) -> int:
             if not run.trainer.interrupted:
                 raise
             _explain_interrupt(run.checkpoint.last_model_path)
+            if not args.resume and not run.checkpoint.last_model_path and _main_process():
+                # Nothing to resume: the new run's directory would be an empty row in
+                # TensorBoard and compare.py.
+                shutil.rmtree(logdir / name / f"version_{version}", ignore_errors=True)
             return 130
         except OSError as exc:
             _raise_if_disk_full(exc)
