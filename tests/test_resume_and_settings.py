@@ -149,7 +149,7 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--devices", "0,1", "--devices 0,1: on the CPU give a number of processes"),
         ("--strategy", "nope", "--strategy 'nope'"),
         ("--name", "../escape", "--name '../escape': give a plain name"),
-        ("--seed", "abc", "expected a int, got 'abc'"),
+        ("--seed", "abc", "expected a whole number, got 'abc'"),
     ],
 )
 def test_bad_values_are_one_line_errors_before_any_work(tmp_path, tiny_tarball, capsys, flag,

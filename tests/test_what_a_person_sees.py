@@ -216,3 +216,16 @@ def test_the_bar_leaves_out_lightnings_version_number(tmp_path):
     logger = TensorBoardLogger(tmp_path, version=3)
     trainer = SimpleNamespace(loggers=[logger], logger=logger, progress_bar_metrics={"acc": 0.5})
     assert EpochProgressBar().get_metrics(trainer, None) == {"acc": 0.5}
+
+
+def test_the_paths_at_the_end_are_as_typed_from_here(tmp_path, tiny_tarball, monkeypatch, capsys):
+    from imdb_torch.cli import train as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY_RUN_FLAGS, "--max-epochs", "1", "--data", str(tiny_tarball), "--arch", "gru",
+            "--no-progress", "--logdir", "logs", "--save", "best.ckpt"]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "best model:  best.ckpt  (also logs/gru/version_0/checkpoints/best-epoch001-" in out
+    assert "loss plot:   logs/gru/version_0/loss.png" in out
+    assert "TensorBoard: tensorboard --logdir logs\n" in out

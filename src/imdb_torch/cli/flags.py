@@ -57,6 +57,9 @@ def _base_type(hint):
     return hint
 
 
+KIND_NAMES = {int: "a whole number", float: "a number"}
+
+
 def _number(kind):
     """``int`` or ``float`` with argparse's one-line error for text that is not one."""
 
@@ -64,7 +67,7 @@ def _number(kind):
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {KIND_NAMES[kind]}, got {text!r}") from None
 
     parse.__name__ = kind.__name__
     return parse

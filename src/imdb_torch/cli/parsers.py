@@ -135,11 +135,14 @@ def build_train_parser() -> TrainParser:
     out.add_argument(
         "--logdir",
         default=DEFAULT_LOGDIR,
-        help="TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N",
+        help=f"TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N (default: "
+        f"{DEFAULT_LOGDIR})",
     )
     out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
     out.add_argument(
-        "--save", default="best.ckpt", help="where the best model is copied at the end"
+        "--save",
+        default="best.ckpt",
+        help="where the best model is copied at the end (default: best.ckpt)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument(

@@ -339,10 +339,18 @@ def _finish(run, save_path: Path, name: str) -> int:
             f"best epoch {row['epoch']} of {len(history.epochs)}: "
             f"val_loss {row['val_loss']:.4f}, val_acc {row.get('val_acc', float('nan')):.4f}"
         )
-    print(f"best model:  {save_path}  (also {best_path})")
-    print(f"loss plot:   {plot}")
-    print(f"TensorBoard: tensorboard --logdir {run.trainer.logger.save_dir}")
+    print(f"best model:  {_shown(save_path)}  (also {_shown(best_path)})")
+    print(f"loss plot:   {_shown(plot)}")
+    print(f"TensorBoard: tensorboard --logdir {_shown(Path(run.trainer.logger.save_dir))}")
     return 0
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as a person would type it here: relative to the working directory if inside."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 if __name__ == "__main__":
