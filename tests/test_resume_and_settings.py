@@ -150,12 +150,18 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--strategy", "nope", "--strategy 'nope'"),
         ("--name", "../escape", "--name '../escape': give a plain name"),
         ("--seed", "abc", "expected a whole number, got 'abc'"),
+        ("--num-nodes", "2", "none is set here"),  # not a wait for machines that never come
+        ("--num-nodes", "99999999999999999999", "at most"),
     ],
 )
 def test_bad_values_are_one_line_errors_before_any_work(tmp_path, tiny_tarball, capsys, flag,
-                                                        value, phrase):  # fmt: skip
+                                                        value, phrase, monkeypatch):  # fmt: skip
     if torch.cuda.is_available() and value == "gpu":
         pytest.skip("this machine has a GPU")
+    from imdb_torch.cli.common import CLUSTER_VARIABLES
+
+    for name in CLUSTER_VARIABLES:  # this machine alone, whatever runs the tests
+        monkeypatch.delenv(name, raising=False)
     logdir = tmp_path / "logs"  # not made yet: a run directory in it would be a leftover
     args = relative_flags(tiny_tarball, "--logdir", str(logdir), "--save", str(tmp_path / "b.ckpt"))
     try:

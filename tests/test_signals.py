@@ -64,3 +64,16 @@ def test_a_forked_childs_signal_does_not_count_as_the_parents():
         process.kill()
     assert process.returncode == 0, err
     assert "still running" in out
+
+
+def test_a_ctrl_c_while_pytorch_loads_is_one_line(monkeypatch, capsys):
+    import importlib
+
+    from imdb_torch import cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.launch("predict", ["--ckpt", "best.ckpt", "a review"]) == 130
+    assert capsys.readouterr().err == "predict.py: interrupted\n"

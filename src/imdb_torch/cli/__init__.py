@@ -20,7 +20,12 @@ def launch(tool: str, argv: Sequence[str] | None = None) -> int:
     from . import parsers
 
     getattr(parsers, f"build_{tool}_parser")().parse_args(argv)  # exits on --help or an error
-    return importlib.import_module(f"{__name__}.{tool}").main(argv)
+    try:
+        module = importlib.import_module(f"{__name__}.{tool}")
+    except KeyboardInterrupt:  # a Ctrl-C while PyTorch loads: nothing has started yet
+        print(f"{tool}.py: interrupted", file=sys.stderr)
+        return 130
+    return module.main(argv)
 
 
 def train_command() -> int:  # the imdb-torch-train command (pyproject.toml)

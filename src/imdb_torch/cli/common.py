@@ -64,8 +64,26 @@ def hardware_from_flags(args) -> Hardware:
     strategy = getattr(args, "strategy", "auto")
     if strategy not in ("auto", *StrategyRegistry.available_strategies()):
         raise UserError(f"--strategy {strategy!r}: use auto or one of Lightning's, e.g. ddp")
-    return Hardware(args.accelerator, devices, strategy, getattr(args, "num_nodes", 1),
-                    args.precision)  # fmt: skip
+    num_nodes = getattr(args, "num_nodes", 1)
+    _check_nodes(num_nodes)
+    return Hardware(args.accelerator, devices, strategy, num_nodes, args.precision)
+
+
+# Where each machine of a multi-machine run learns its place: Lightning's own variables, or
+# those of SLURM, torchrun, LSF, MPI and Kubeflow, which Lightning reads too.
+CLUSTER_VARIABLES = ("NODE_RANK", "MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID",
+                     "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "KUBERNETES_PORT")  # fmt: skip
+
+
+def _check_nodes(num_nodes: int) -> None:
+    if num_nodes > 2**16:
+        raise UserError(f"--num-nodes {num_nodes}: at most {2**16} machines")
+    if num_nodes > 1 and not any(name in os.environ for name in CLUSTER_VARIABLES):
+        # Lightning would wait half an hour for machines that were never told to come.
+        raise UserError(
+            f"--num-nodes {num_nodes}: start the command on every machine with MASTER_ADDR, "
+            "MASTER_PORT and NODE_RANK set (or under SLURM or torchrun); none is set here"
+        )
 
 
 def _checked_accelerator(accelerator: str) -> bool:
