@@ -324,3 +324,20 @@ def test_an_empty_logdir_is_refused(tmp_path, tiny_tarball, capsys, monkeypatch)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--logdir ''" in err, err
     assert not (tmp_path / "lstm").exists()
+
+
+def test_save_replaces_a_checkpoint_but_nothing_else(tmp_path, tiny_tarball, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    args = [*relative_flags(tiny_tarball, "--logdir", str(tmp_path / "logs")), "--max-epochs", "1"]
+    code = train_cli.main([*args, "--save", str(notes)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is not a checkpoint" in err, err
+    assert notes.read_text() == "precious"
+    assert not any((tmp_path / "logs").rglob("version_*"))
+    # An earlier run's best model at the same place is replaced, as Keras replaces its .h5.
+    best = tmp_path / "best.ckpt"
+    assert train_cli.main([*args, "--save", str(best)]) == 0
+    first = best.read_bytes()
+    assert train_cli.main([*args, "--save", str(best), "--seed", "4"]) == 0
+    assert best.read_bytes() != first

@@ -142,7 +142,8 @@ def build_train_parser() -> TrainParser:
     out.add_argument(
         "--save",
         default="best.ckpt",
-        help="where the best model is copied at the end (default: best.ckpt)",
+        help="where the best model is copied at the end, replacing an earlier checkpoint but "
+        "no other file (default: best.ckpt)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument(

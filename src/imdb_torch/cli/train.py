@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -136,8 +137,20 @@ def _checked_save_path(text: str) -> Path:
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
     if save_path.is_dir():
         raise UserError(f"cannot save to {save_path}: it is a directory")
+    if save_path.exists() and not _is_checkpoint_file(save_path):
+        # An earlier best.ckpt is replaced, as Keras replaces its .h5; anything else is kept.
+        raise UserError(f"cannot save to {save_path}: it exists and is not a checkpoint")
     check_writable(save_path.parent, f"cannot save to {save_path}")
     return save_path
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """Whether ``path`` is a file ``torch.save`` wrote: a zip archive holding ``data.pkl``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _checked_logdir(text: str) -> Path:
