@@ -341,3 +341,28 @@ def test_save_replaces_a_checkpoint_but_nothing_else(tmp_path, tiny_tarball, cap
     first = best.read_bytes()
     assert train_cli.main([*args, "--save", str(best), "--seed", "4"]) == 0
     assert best.read_bytes() != first
+
+
+def test_a_cache_dir_that_is_a_file(tmp_path, tiny_tarball, capsys):
+    cache = tmp_path / "cache_file"
+    cache.write_text("not a directory")
+    args = relative_flags(tiny_tarball, "--logdir", str(tmp_path / "logs"))
+    args += ["--cache-dir", str(cache)]
+    code = train_cli.main([*args, "--save", str(tmp_path / "b.ckpt")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is a file" in err, err
+    assert cache.read_text() == "not a directory"
+
+
+def test_warnings_are_one_line_without_source_lines():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "from imdb_torch.cli.common import run\n"
+        "run(lambda argv: warnings.warn('the data loader may be slow'), [], 'train.py')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.stderr == "train.py: warning: the data loader may be slow\n"

@@ -148,7 +148,10 @@ def _worth_saying(record: logging.LogRecord) -> bool:
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
-    """Call ``main``; a ``UserError`` becomes ``prog: error: message`` and exit status 2."""
+    """Call ``main``; a ``UserError`` becomes ``prog: error: message`` and exit status 2, and
+    a warning ``prog: warning: message``, without the source line Python adds for a
+    programmer."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
     try:
         return main(argv)
     except UserError as exc:

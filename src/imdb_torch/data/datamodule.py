@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, ModelConfig
 from ..errors import UserError
+from ..fileio import default_cache_dir
 from .batches import DeviceBatches
 from .corpus import (
     KERAS_NPZ,
@@ -99,6 +100,10 @@ class IMDBDataModule(L.LightningDataModule):
         _check_settings(
             num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size
         )
+        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if cache.exists() and not cache.is_dir():
+            raise UserError(f"the cache directory {cache} is a file (--cache-dir, "
+                            "$IMDB_TORCH_CACHE); give a directory")  # fmt: skip
         self.save_hyperparameters()
         self.words: list[str] = []
         self.source: DataSource | None = None
