@@ -84,6 +84,8 @@ def test_a_flipped_byte_in_the_weights_is_found(trained, tmp_path, capsys):
         (lambda c: c["hyper_parameters"]["model"].update(num_layers=10**6), "from 1 to 16"),
         (lambda c: c["hyper_parameters"]["model"].update(colour="blue"), "does not fit"),
         (lambda c: c["hyper_parameters"].update(model=[1, 2]), "does not fit"),
+        # Settings that do not fit the weights: PyTorch's list of every mismatch, cut to one.
+        (lambda c: c["hyper_parameters"]["model"].update(hidden_size=9), "size mismatch for"),
         (lambda c: c["hyper_parameters"]["optim"].update(lr=float("nan")), "--lr must be a finite"),
         (lambda c: c["state_dict"]["net.head.bias"].fill_(float("nan")), "NaN or infinite"),
         (lambda c: c.update(state_dict={"net.head.bias": "zero"}), "is not a tensor"),
@@ -96,6 +98,12 @@ def test_crafted_checkpoints_are_refused_in_one_line(trained, tmp_path, capsys, 
     crafted = rewritten(trained / "best.ckpt", tmp_path / "crafted.ckpt", change)
     one_line(capsys, test_cli.main(["--ckpt", str(crafted)]), phrase)
     one_line(capsys, predict_cli.main(["--ckpt", str(crafted), "a fine film"]), phrase)
+
+
+def test_a_pipe_given_as_a_checkpoint_is_named_for_what_it_is(tmp_path, capsys):
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    one_line(capsys, predict_cli.main(["--ckpt", str(fifo), "a fine film"]), "not a regular file")
 
 
 def test_a_checkpoint_without_an_epoch_is_not_resumed(trained, tmp_path, capsys):

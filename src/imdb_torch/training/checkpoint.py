@@ -29,6 +29,8 @@ def checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"checkpoint {path} is a directory, not a checkpoint file")
+    if path.exists() and not path.is_file():
+        raise UserError(f"checkpoint {path} is not a regular file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     return path
@@ -96,7 +98,11 @@ def model_from_checkpoint(
         model = SentimentClassifier(hparams["model"], hparams["optim"], fused_rnn=fused_rnn)
         model.load_state_dict(state)
     except (TypeError, RuntimeError, KeyError) as exc:
-        raise UserError(f"the checkpoint's model does not fit its settings ({exc})") from exc
+        # PyTorch lists every mismatched tensor on its own line; the first says enough.
+        first = next((line.strip() for line in str(exc).splitlines()
+                      if "size mismatch" in line or "Missing key" in line
+                      or "Unexpected key" in line), str(exc).splitlines()[0])  # fmt: skip
+        raise UserError(f"the checkpoint's model does not fit its settings ({first})") from exc
     return model.eval()
 
 
