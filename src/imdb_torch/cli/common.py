@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -125,7 +126,9 @@ def quiet_lightning() -> None:
     # non-empty checkpoint folder are as intended; LeafSpec is Lightning's own deprecation.
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_worth_saying)
+    for name in ("lightning.pytorch.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):  # fmt: skip
+        logging.getLogger(name).addFilter(_worth_saying)
 
 
 QUIET_WARNINGS = (
@@ -140,11 +143,16 @@ NOT_WORTH_SAYING = (
     "TPU available",
     "HPU available",
     "`Trainer.fit` stopped",  # train.py says how the run ended, in its own words
+    "\nDetected KeyboardInterrupt",  # the tools say what an interrupt saved, and how to resume
+    "Received SIGTERM",
+    "Restoring states from",  # train.py says which run it resumes, from which epoch
+    "Restored all states",
 )
 
 
 def _worth_saying(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(NOT_WORTH_SAYING)
+    message = re.sub(r"^\[rank: \d+\] ", "", str(record.msg))  # as Lightning prefixes some
+    return not message.startswith(NOT_WORTH_SAYING)
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
