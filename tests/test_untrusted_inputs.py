@@ -227,6 +227,13 @@ def test_text_that_is_not_utf8_reads_alike_from_stdin_and_file(trained, tmp_path
     assert "\ufffd" in records[0]["text"] and "\x0c" in records[1]["text"]
 
 
+def test_an_empty_input_is_no_reviews_not_a_blank_one(trained, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    code = predict_cli.main(["--ckpt", str(trained / "best.ckpt"), "--file",
+                             str(tmp_path / "empty.txt")])  # fmt: skip
+    one_line(capsys, code, "no reviews to classify")
+
+
 def test_control_characters_are_shown_escaped_in_the_table(trained, capsys):
     code = predict_cli.main(["--ckpt", str(trained / "best.ckpt"), "great\x1b[31m film\x07"])
     out = capsys.readouterr().out

@@ -47,6 +47,7 @@ def _read_reviews(args) -> list[str]:
         # Not str.splitlines: that also splits at form feeds and Unicode line separators.
         text = data.decode("utf-8", "replace")
         lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+        lines = lines if text else []  # an empty input holds no line, not one blank one
     reviews = [line for line in lines if line.strip()]
     if len(reviews) < len(lines):
         print(f"skipped {len(lines) - len(reviews)} blank review(s)", file=sys.stderr)

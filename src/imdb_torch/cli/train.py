@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import shutil
 import sys
 import zipfile
@@ -354,7 +355,8 @@ def _finish(run, save_path: Path, name: str) -> int:
         )
     print(f"best model:  {_shown(save_path)}  (also {_shown(best_path)})")
     print(f"loss plot:   {_shown(plot)}")
-    print(f"TensorBoard: tensorboard --logdir {_shown(Path(run.trainer.logger.save_dir))}")
+    logdir = shlex.quote(str(_shown(Path(run.trainer.logger.save_dir))))  # ready to paste
+    print(f"TensorBoard: tensorboard --logdir {logdir}")
     return 0
 
 
