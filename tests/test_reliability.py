@@ -176,6 +176,18 @@ def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
     assert not list(tmp_path.glob("lstm/version_*"))
 
 
+def test_resuming_a_finished_run_draws_a_loss_plot_it_missed(capsys, tmp_path, tiny_tarball):
+    # As when an interrupt came after the last epoch, before the run's end drew its plot.
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "2")) == 0
+    run_dir = tmp_path / "lstm" / "version_0"
+    (run_dir / "loss.png").unlink()
+    capsys.readouterr()
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--resume", "--max-epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "has finished" in out and "loss plot:" in out
+    assert (run_dir / "loss.png").stat().st_size > 0
+
+
 def test_resume_refuses_settings_that_do_not_fit(capsys, tmp_path, tiny_tarball):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     # the preset names the experiment whose newest run continues; matching flags are fine

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
-from ..reporting.runs import version_number
+from ..reporting.runs import checked_history, version_number
 from ..training.checkpoint import (
     check_vocabulary,
     checkpoint_file,
@@ -75,6 +75,7 @@ def _main(argv: Sequence[str] | None) -> int:
         finished = _finished(checkpoint, epochs, settings)
         if finished:
             print(f"{run_dir} has finished ({finished}); nothing to resume")
+            _draw_missing_plot(run_dir, checkpoint)
             return 0
         name, logdir = run_dir.parent.name, run_dir.parent.parent
         print(f"resuming {run_dir} from epoch {epochs}")
@@ -123,6 +124,19 @@ def _main(argv: Sequence[str] | None) -> int:
         except OSError as exc:
             _raise_if_disk_full(exc)
             raise
+
+
+def _draw_missing_plot(run_dir: Path, checkpoint: dict) -> None:
+    """A run interrupted after its last epoch but before its end has no loss.png: drawn now,
+    from the history its last checkpoint holds."""
+    plot = run_dir / "loss.png"
+    states = checkpoint.get("callbacks", {})
+    rows = next((state.get("epochs") for key, state in states.items()
+                 if key.startswith("EpochHistory") and isinstance(state, dict)), None)  # fmt: skip
+    if plot.exists() or not rows:
+        return
+    plot_losses(checked_history(rows, str(run_dir)), plot, title=run_dir.parent.name)
+    print(f"loss plot:   {_shown(plot)}")
 
 
 def _end_other_ranks(run) -> None:
