@@ -206,6 +206,8 @@ class KerasRMSprop(torch.optim.Optimizer):
                 square_avgs.append(state["square_avg"])
                 embedding = occurrence_squares is not None and p is self.occurrences.weight
                 squares.append(occurrence_squares if embedding else grad * grad)
+            # The docstring's two lines for every weight at once; per weight p, they read
+            # v.mul_(rho).add_(g², alpha=1 - rho); p.addcdiv_(g, (v + eps).sqrt(), value=-lr).
             torch._foreach_mul_(square_avgs, group["rho"])
             torch._foreach_add_(square_avgs, squares, alpha=1 - group["rho"])
             denominators = torch._foreach_sqrt(torch._foreach_add(square_avgs, group["eps"]))
