@@ -80,7 +80,7 @@ def train(name: str, model_config: ModelConfig) -> str:
     """One experiment: returns the path of its best checkpoint."""
     # Each experiment starts from the same seed, as `scripts/train.py --preset NAME` does,
     # so that it does not depend on which experiments ran before it.
-    L.seed_everything(42)
+    L.seed_everything(42, verbose=False)
     # model = keras.Sequential([Embedding(500, 16), LSTM(8), Dense(1, activation='sigmoid')])
     # rmsprop = keras.optimizers.RMSprop(learning_rate=1e-4)
     # model.compile(optimizer=rmsprop, loss='binary_crossentropy', metrics=['accuracy'])

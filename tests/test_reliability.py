@@ -97,6 +97,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(medium_tarball, tmp_pat
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
     assert "resuming" in out
+    assert "Restoring states" not in out + err  # Lightning's words beside the tool's own
     assert not (tmp_path / "killed" / "lstm" / "version_1").exists()  # same logger version
 
     expected = history(tmp_path / "whole" / "lstm" / "version_0")
@@ -173,6 +174,40 @@ def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
     finally:
         signal.signal(signal.SIGINT, handler)
     assert "nothing to resume" in capsys.readouterr().err
+    assert not list(tmp_path.glob("lstm/version_*"))
+
+
+def test_an_interrupted_run_keeps_its_directory_once_an_epoch_is_saved(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    from imdb_torch.training.module import SentimentClassifier
+
+    step = SentimentClassifier.training_step
+
+    def ctrl_c_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c_in_epoch_two)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert "resume with" in capsys.readouterr().err
+    assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_ctrl_c_while_the_trainer_is_built_leaves_no_directory(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "prepare", interrupted)
+    assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
+    assert "interrupted" in capsys.readouterr().err
     assert not list(tmp_path.glob("lstm/version_*"))
 
 

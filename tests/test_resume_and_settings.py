@@ -148,6 +148,7 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--devices", "-1", "--devices -1: on the CPU give a number of processes"),
         ("--devices", "0,1", "--devices 0,1: on the CPU give a number of processes"),
         ("--strategy", "nope", "--strategy 'nope'"),
+        ("--strategy", "ddp_fork", "use --strategy ddp"),  # its workers keep the history
         ("--name", "../escape", "--name '../escape': give a plain name"),
         ("--seed", "abc", "expected a whole number, got 'abc'"),
         ("--num-nodes", "2", "none is set here"),  # not a wait for machines that never come
@@ -335,6 +336,17 @@ def test_save_replaces_a_checkpoint_but_nothing_else(tmp_path, tiny_tarball, cap
     assert code == 2 and len(err.splitlines()) == 1 and "is not a checkpoint" in err, err
     assert notes.read_text() == "precious"
     assert not any((tmp_path / "logs").rglob("version_*"))
+    # Nor a file torch.save wrote that is not a checkpoint of these tools, nor a pipe (which
+    # would be waited on for good if it were opened).
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    for other, phrase in ((tensor, "is not a checkpoint"), (fifo, "not a regular file")):
+        code = train_cli.main([*args, "--save", str(other)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err
+    assert torch.load(tensor).tolist() == [0, 0, 0]
     # An earlier run's best model at the same place is replaced, as Keras replaces its .h5.
     best = tmp_path / "best.ckpt"
     assert train_cli.main([*args, "--save", str(best)]) == 0
@@ -352,6 +364,20 @@ def test_a_cache_dir_that_is_a_file(tmp_path, tiny_tarball, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is a file" in err, err
     assert cache.read_text() == "not a directory"
+
+
+def test_run_leaves_other_broken_pipes_and_pythons_warnings_as_they_were():
+    import warnings
+
+    from imdb_torch.cli.common import run
+
+    def broken(argv):
+        raise BrokenPipeError  # not standard output's reader: a fault, not `| head`
+
+    before = warnings.formatwarning
+    with pytest.raises(BrokenPipeError):
+        run(broken, [], "train.py")
+    assert warnings.formatwarning is before
 
 
 def test_warnings_are_one_line_without_source_lines():

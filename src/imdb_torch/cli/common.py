@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -65,15 +66,20 @@ def hardware_from_flags(args) -> Hardware:
     strategy = getattr(args, "strategy", "auto")
     if strategy not in ("auto", *StrategyRegistry.available_strategies()):
         raise UserError(f"--strategy {strategy!r}: use auto or one of Lightning's, e.g. ddp")
+    if any(kind in strategy for kind in ("spawn", "fork", "notebook")):
+        # Their workers train, and the process that reports (history, loss plot, best model)
+        # gets back only the weights and the checkpoint paths.
+        raise UserError(f"--strategy {strategy}: training in spawned or forked workers is not "
+                        "supported; use --strategy ddp")  # fmt: skip
     num_nodes = getattr(args, "num_nodes", 1)
     _check_nodes(num_nodes)
     return Hardware(args.accelerator, devices, strategy, num_nodes, args.precision)
 
 
 # Where each machine of a multi-machine run learns its place: Lightning's own variables, or
-# those of SLURM, torchrun, LSF, MPI and Kubeflow, which Lightning reads too.
+# those of SLURM, torchrun, LSF and MPI, which Lightning reads too.
 CLUSTER_VARIABLES = ("NODE_RANK", "MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID",
-                     "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "KUBERNETES_PORT")  # fmt: skip
+                     "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")  # fmt: skip
 
 
 def _check_nodes(num_nodes: int) -> None:
@@ -159,6 +165,7 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
     """Call ``main``; a ``UserError`` becomes ``prog: error: message`` and exit status 2, and
     a warning ``prog: warning: message``, without the source line Python adds for a
     programmer."""
+    format_warning = warnings.formatwarning
     warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
     try:
         return main(argv)
@@ -169,10 +176,24 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        if not _reader_gone():
+            raise
         # Whoever read the output has gone (`| head`): stop as other tools do, quietly, and
         # with stdout pointed away, so that Python's flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        warnings.formatwarning = format_warning
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end has been closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no stdout
+        return False
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -90,15 +89,19 @@ def _main(argv: Sequence[str] | None) -> int:
         check_vocabulary(checkpoint, datamodule.words, "resume")
     _check_free_space(settings, save_path, logdir)
     version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
+    run_dir = logdir / name / f"version_{version}"
+    new_run = not args.resume and _main_process()
     run = None  # read by the lambda when a second Ctrl-C comes
-    with (
-        _held(logdir / name / f"version_{version}"),
-        second_signal_ends_it(lambda: _end_other_ranks(run)),
-    ):
-        run = prepare(
-            settings, logdir=logdir, name=name, version=version, hardware=hardware,
-            progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
-        )  # fmt: skip
+    with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(run)):
+        try:
+            run = prepare(
+                settings, logdir=logdir, name=name, version=version, hardware=hardware,
+                progress=not args.no_progress, fused_rnn=not args.plain_rnn,
+                datamodule=datamodule,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            _drop_if_unsaved(run_dir, new_run)
+            raise
         run.trainer.callbacks.append(HearSecondInterrupt())
         if run.trainer.is_global_zero:
             print(f"experiment {name}: {_parameter_line(run.model)}")
@@ -108,11 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
             # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
             if not run.trainer.interrupted:
                 raise
-            _explain_interrupt(run.checkpoint.last_model_path)
-            if not args.resume and not run.checkpoint.last_model_path and _main_process():
-                # Nothing to resume: the new run's directory would be an empty row in
-                # TensorBoard and compare.py.
-                shutil.rmtree(logdir / name / f"version_{version}", ignore_errors=True)
+            _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
+            _drop_if_unsaved(run_dir, new_run)
             return 130
         except OSError as exc:
             _raise_if_disk_full(exc)
@@ -152,6 +152,8 @@ def _checked_save_path(text: str) -> Path:
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
     if save_path.is_dir():
         raise UserError(f"cannot save to {save_path}: it is a directory")
+    if save_path.exists() and not save_path.is_file():
+        raise UserError(f"cannot save to {save_path}: it is not a regular file")
     if save_path.exists() and not _is_checkpoint_file(save_path):
         # An earlier best.ckpt is replaced, as Keras replaces its .h5; anything else is kept.
         raise UserError(f"cannot save to {save_path}: it exists and is not a checkpoint")
@@ -160,11 +162,11 @@ def _checked_save_path(text: str) -> Path:
 
 
 def _is_checkpoint_file(path: Path) -> bool:
-    """Whether ``path`` is a file ``torch.save`` wrote: a zip archive holding ``data.pkl``."""
+    """Whether ``path`` holds a checkpoint of this program's, as test.py would read it."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/data.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
+        read_checkpoint(path)
+        return True
+    except UserError:
         return False
 
 
@@ -313,9 +315,17 @@ def _resume_target(args, given: dict) -> tuple[Path, Path]:
     return run_dir / "checkpoints" / "last.ckpt", run_dir
 
 
-def _explain_interrupt(last_model_path: str) -> None:
-    last = Path(last_model_path) if last_model_path else None
-    if last is not None and last.is_file():
+def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
+    """A new run interrupted before any checkpoint was written leaves no directory: it would
+    be an empty row in TensorBoard and compare.py. Judged by the files, which the processes
+    of a multi-process run write, not by this process's callback."""
+    checkpoints = run_dir / "checkpoints"
+    if new_run and not (checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _explain_interrupt(last: Path) -> None:
+    if last.is_file():
         print(
             f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
             f"resume with: python scripts/train.py --resume {last}",

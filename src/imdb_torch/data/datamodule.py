@@ -101,9 +101,10 @@ class IMDBDataModule(L.LightningDataModule):
             num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size
         )
         cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        if cache.exists() and not cache.is_dir():
-            raise UserError(f"the cache directory {cache} is a file (--cache-dir, "
-                            "$IMDB_TORCH_CACHE); give a directory")  # fmt: skip
+        existing = next(place for place in (cache, *cache.parents) if place.exists())
+        if not existing.is_dir():
+            raise UserError(f"the cache directory {cache} cannot be made: {existing} is a file "
+                            "(set --cache-dir or $IMDB_TORCH_CACHE)")  # fmt: skip
         self.save_hyperparameters()
         self.words: list[str] = []
         self.source: DataSource | None = None

@@ -99,9 +99,10 @@ def model_from_checkpoint(
         model.load_state_dict(state)
     except (TypeError, RuntimeError, KeyError) as exc:
         # PyTorch lists every mismatched tensor on its own line; the first says enough.
-        first = next((line.strip() for line in str(exc).splitlines()
-                      if "size mismatch" in line or "Missing key" in line
-                      or "Unexpected key" in line), str(exc).splitlines()[0])  # fmt: skip
+        lines = str(exc).splitlines() or [repr(exc)]
+        named = ("size mismatch", "Missing key", "Unexpected key")
+        first = next((line.strip() for line in lines if line.strip().startswith(named)),
+                     lines[0])  # fmt: skip
         raise UserError(f"the checkpoint's model does not fit its settings ({first})") from exc
     return model.eval()
 
