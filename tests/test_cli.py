@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,14 +178,16 @@ def test_missing_data_file(capsys, tmp_path):
     assert not (tmp_path / "b.ckpt").exists()
 
 
-def test_corrupt_data_file_leaves_previous_checkpoint(capsys, tmp_path, tiny_tarball):
+def test_corrupt_data_file_leaves_previous_checkpoint(capsys, tmp_path, tiny_tarball, trained):
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(tiny_tarball.read_bytes()[:3000])
     previous = tmp_path / "best.ckpt"
-    previous.write_bytes(b"previous model")
+    shutil.copyfile(trained / "best.ckpt", previous)  # an earlier run's, which --save replaces
+    kept = previous.read_bytes()
+    capsys.readouterr()
     code = train(tmp_path, corrupt)
     one_line_error(capsys, code, "truncated")
-    assert previous.read_bytes() == b"previous model"
+    assert previous.read_bytes() == kept
 
 
 def test_empty_directory_as_data(capsys, tmp_path):
