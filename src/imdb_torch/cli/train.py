@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
-from ..reporting.runs import checked_history, version_number
+from ..reporting.runs import history_in, version_number
 from ..training.checkpoint import (
     check_vocabulary,
     checkpoint_file,
@@ -130,12 +130,10 @@ def _draw_missing_plot(run_dir: Path, checkpoint: dict) -> None:
     """A run interrupted after its last epoch but before its end has no loss.png: drawn now,
     from the history its last checkpoint holds."""
     plot = run_dir / "loss.png"
-    states = checkpoint.get("callbacks", {})
-    rows = next((state.get("epochs") for key, state in states.items()
-                 if key.startswith("EpochHistory") and isinstance(state, dict)), None)  # fmt: skip
+    rows = history_in(checkpoint, str(run_dir))
     if plot.exists() or not rows:
         return
-    plot_losses(checked_history(rows, str(run_dir)), plot, title=run_dir.parent.name)
+    plot_losses(rows, plot, title=run_dir.parent.name)
     print(f"loss plot:   {_shown(plot)}")
 
 

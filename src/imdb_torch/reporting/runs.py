@@ -114,22 +114,27 @@ def version_number(run_dir: Path) -> int:
     return int(number) if number.isdigit() and str(int(number)) == number else -1
 
 
+def history_in(checkpoint: dict, source) -> list[dict[str, float]]:
+    """The per-epoch history ``EpochHistory`` saved in a checkpoint, checked (``[]`` if none)."""
+    callbacks = checkpoint.get("callbacks", {})
+    history = next(
+        (state.get("epochs") for key, state in callbacks.items()
+         if key.startswith("EpochHistory") and isinstance(state, dict)),
+        [],
+    ) if isinstance(callbacks, dict) else []  # fmt: skip
+    return checked_history(history, source)
+
+
 def load_run(path: str | Path) -> Run:
     """A run from a checkpoint, a run directory, or an experiment directory (newest run)."""
     path = Path(path)
     if path.is_file():
         checkpoint = read_checkpoint(path)
-        callbacks = checkpoint.get("callbacks", {})
-        history = next(
-            (state.get("epochs") for key, state in callbacks.items()
-             if key.startswith("EpochHistory") and isinstance(state, dict)),
-            [],
-        ) if isinstance(callbacks, dict) else []  # fmt: skip
         run_dir = own_run_dir(checkpoint, path)
         test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
-        return Run(name, checked_history(history, path), test, run_dir)
+        return Run(name, history_in(checkpoint, path), test, run_dir)
     if not path.is_dir():
         raise UserError(f"{path} is neither a checkpoint nor a run directory")
     if not (path / HISTORY_FILE).is_file():
