@@ -161,11 +161,9 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
     test = evaluate(session.model, session.datamodule, hardware, progress=False)
     history = session.history.epochs
     best = session.history.best()
-    data = session.datamodule.source_record()
     # As test.py leaves it, so that compare.py and TensorBoard show the run's test result.
-    write_test_result(run_dir, {**test, "test_reviews": len(session.datamodule.test_set),
-                                "checkpoint": str(best_path), "data": data.get("path"),
-                                "data_sha256": data.get("fingerprint")}, best["epoch"])  # fmt: skip
+    write_test_result(run_dir, test, len(session.datamodule.test_set), best_path,
+                      session.datamodule.source_record(), best["epoch"])  # fmt: skip
     return {
         "framework": "imdb-torch",
         "experiment": experiment,

@@ -93,11 +93,8 @@ def _record(
     if not same_data:
         return (f"measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
                 "left as it was")  # fmt: skip
-    record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
-              "test_reviews": reviews, "checkpoint": str(ckpt_path.resolve()),
-              "data": data["path"], "data_sha256": data["fingerprint"]}  # fmt: skip
     epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
-    write_test_result(run_dir, record, epoch)
+    write_test_result(run_dir, metrics, reviews, ckpt_path, data, epoch)
     return ""
 
 

@@ -18,14 +18,19 @@ from ..training.tensorboard import TEST_ACC
 TEST_FILE = "test.json"
 
 
-def write_test_result(run_dir: Path, record: dict, epoch: int) -> None:
+def write_test_result(
+    run_dir: Path, metrics: dict, reviews: int, checkpoint: Path, data: dict, epoch: int
+) -> None:
     """Leave a test result in its run directory: ``test.json``, where compare.py finds it,
     and the accuracy beside the run's curves at ``epoch``, so that TensorBoard's HParams
-    table shows it with the run's settings."""
+    table shows it with the run's settings. ``data``: the data module's ``source_record()``."""
+    record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
+              "test_reviews": reviews, "checkpoint": str(checkpoint.resolve()),
+              "data": data.get("path"), "data_sha256": data.get("fingerprint")}  # fmt: skip
     with atomic_path(run_dir / TEST_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     with SummaryWriter(log_dir=str(run_dir)) as writer:
-        writer.add_scalar(TEST_ACC, record["test_acc"], epoch)
+        writer.add_scalar(TEST_ACC, metrics["test_acc"], epoch)
 
 
 @dataclass
