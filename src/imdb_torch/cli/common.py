@@ -36,6 +36,15 @@ def check_writable(directory: Path, what: str) -> None:
         raise UserError(f"{what}: cannot write in {directory} ({exc.strerror})") from exc
 
 
+def check_directory_to_be(directory: Path, what: str) -> None:
+    """``directory`` is, or can be made as, a directory this process can write in: judged
+    by the nearest folder that exists, so that nothing is made before the work starts."""
+    existing = next(place for place in (directory, *directory.parents) if place.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what}: {existing} is a file, not a directory")
+    check_writable(existing, what)
+
+
 def devices_value(text: str):
     """Lightning accepts 'auto', a count (-1: all), or a list of device indices."""
     if text == "auto":

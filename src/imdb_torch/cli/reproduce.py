@@ -29,7 +29,7 @@ from ..training.checkpoint import (
 from ..training.trainer import evaluate, prepare
 from .common import (
     CHANGEABLE_ON_RESUME,
-    check_writable,
+    check_directory_to_be,
     hardware_from_flags,
     quiet_lightning,
     run,
@@ -76,12 +76,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _checked_out(out: Path) -> Path:
     """``out``, if results can be written there. It is made only when the first run starts,
     so that a mistake found before (a bad --data, say) leaves no empty folder behind."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the results")
-    existing = next(place for place in (out, *out.parents) if place.exists())
-    if not existing.is_dir():
-        raise UserError(f"--out: cannot make {out}: {existing} is a file")
-    check_writable(existing, f"--out {out}")
+    check_directory_to_be(out, f"--out {out}")
     return out
 
 

@@ -42,6 +42,7 @@ from ..training.trainer import check_precision, prepare
 from .common import (
     CHANGEABLE_ON_RESUME,
     HearSecondInterrupt,
+    check_directory_to_be,
     check_writable,
     hardware_from_flags,
     quiet_lightning,
@@ -172,11 +173,7 @@ def _checked_logdir(text: str) -> Path:
     if not text.strip():
         raise UserError(f"--logdir {text!r}: give a directory (default {DEFAULT_LOGDIR})")
     logdir = Path(text).expanduser().resolve()
-    # The nearest folder that exists (the log directory itself, or where it will be made).
-    existing = next(p for p in (logdir, *logdir.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"--logdir {text}: {existing} is a file, not a directory")
-    check_writable(existing, f"--logdir {text}")
+    check_directory_to_be(logdir, f"--logdir {text}")
     return logdir
 
 
