@@ -86,9 +86,8 @@ def keras_parameter_count(model: ModelConfig) -> int:
     directions = 2 if model.bidirectional else 1
     pooled = 2 if model.pooling == "mean-max" else 1
     total = model.num_words * model.embedding_dim  # Embedding
-    inputs = model.embedding_dim
+    inputs, hidden = model.embedding_dim, model.hidden_size
     for _ in range(model.num_layers):
-        hidden = model.hidden_size
         per_direction = inputs * hidden + hidden * hidden + biases * hidden
         total += directions * gates * per_direction  # LSTM or GRU
         inputs = directions * hidden
