@@ -62,8 +62,9 @@ def add_plain_rnn_flag(parser) -> None:
     parser.add_argument(
         "--plain-rnn",
         action="store_true",
-        help="on the CPU, run nn.LSTM/nn.GRU's own code instead of the fused recurrent kernel "
-        "(same results to 1e-5, several times slower; the GPU always runs cuDNN)",
+        help="run PyTorch's own code, as it is: on the CPU, nn.LSTM/nn.GRU rather than the fused "
+        "recurrent kernel (same results to 1e-5, several times slower); on a GPU, training "
+        "launches each kernel rather than replaying CUDA graphs",
     )
 
 

@@ -139,7 +139,8 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
             trained_before = _check_resumable(read_checkpoint(last), settings, datamodule, last)
         session = prepare(
             settings, logdir=logdir, name=experiment, version=seed, hardware=hardware,
-            progress=not args.no_progress, fused_rnn=not args.plain_rnn, datamodule=datamodule,
+            progress=not args.no_progress, fused_rnn=not args.plain_rnn,
+            cuda_graphs=not args.plain_rnn, datamodule=datamodule,
         )  # fmt: skip
         started = time.perf_counter()
         try:

@@ -98,7 +98,7 @@ def _main(argv: Sequence[str] | None) -> int:
             run = prepare(
                 settings, logdir=logdir, name=name, version=version, hardware=hardware,
                 progress=not args.no_progress, fused_rnn=not args.plain_rnn,
-                datamodule=datamodule,
+                cuda_graphs=not args.plain_rnn, datamodule=datamodule,
             )  # fmt: skip
         except KeyboardInterrupt:
             _drop_if_unsaved(run_dir, new_run)

@@ -123,6 +123,8 @@ class EmbeddingOccurrences:
         # On the fused CPU path (fused_rnn.TimeMajorEmbedding), the kernel's one pass adds the
         # squares' rows; elsewhere (--plain-rnn, a GPU) PyTorch's index_add_ does.
         self._kernel_adds_rows = isinstance(embedding, TimeMajorEmbedding)
+        # Made at the first backward, then kept and zeroed after each take rather than made
+        # anew: a CUDA graph's backward (model/cuda_graphs.py) adds into this very tensor.
         self._squares: torch.Tensor | None = None
         self._hook = embedding.register_forward_hook(self._watch)
 
@@ -148,8 +150,12 @@ class EmbeddingOccurrences:
             self._squares.mul_(factor)
 
     def take(self) -> torch.Tensor | None:
-        """The squares summed since the last call, reduced over the processes of a DDP run."""
-        squares, self._squares = self._squares, None
+        """The squares summed since the last call, reduced over the processes of a DDP run
+        (``None`` before the first backward)."""
+        squares = None
+        if self._squares is not None:
+            squares = self._squares.clone()
+            self._squares.zero_()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Every rank reaches this at every step, so the collective never waits alone.
             squares = torch.zeros_like(self.weight) if squares is None else squares

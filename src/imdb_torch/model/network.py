@@ -121,7 +121,9 @@ class WordDropout(nn.Module):
         if not self.training or self.p == 0:
             return embedded
         scale = embedded.new_empty(self.num_words).bernoulli_(1 - self.p) / (1 - self.p)
-        scale[PAD] = 1
+        # fill_ rather than scale[PAD] = 1, which copies a new host tensor in: a CUDA graph
+        # cannot record that (model/cuda_graphs.py).
+        scale[PAD].fill_(1)
         return embedded * scale[tokens].unsqueeze(-1)
 
     def extra_repr(self) -> str:

@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 
 from .. import __version__
 from ..config import ModelConfig, OptimConfig
+from ..model.cuda_graphs import GraphedTraining
 from ..model.fused_rnn import use_fused_kernel
 from ..model.keras_compat import (
     EmbeddingOccurrences,
@@ -47,6 +48,9 @@ class SentimentClassifier(L.LightningModule):
             backward run the fused kernel (``model/fused_rnn.py``: same results to 1e-5,
             several times faster; on a GPU the layers' own code). Not a setting of the model:
             it is not saved, and a trained model may run either way.
+        cuda_graphs: on one GPU, replay the network's training forward and backward from
+            CUDA graphs (``model/cuda_graphs.py``: the same computation, launched at once).
+            Not a setting of the model either.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class SentimentClassifier(L.LightningModule):
         model: ModelConfig | dict | None = None,
         optim: OptimConfig | dict | None = None,
         fused_rnn: bool = True,
+        cuda_graphs: bool = True,
     ):
         super().__init__()
         model = ModelConfig(**(model or {})) if not isinstance(model, ModelConfig) else model
@@ -69,6 +74,8 @@ class SentimentClassifier(L.LightningModule):
             keras_init_(self.net)
         if fused_rnn:
             use_fused_kernel(self.net)
+        self.cuda_graphs = cuda_graphs
+        self.graphed_training: GraphedTraining | None = None  # made when training starts
         # Keras 3's embedding update, handed to the optimiser (see keras_compat.py).
         self.occurrences = (
             EmbeddingOccurrences(self.net.embedding)
@@ -109,7 +116,9 @@ class SentimentClassifier(L.LightningModule):
 
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
-        logits = self.net(tokens)
+        # On one GPU a training batch replays the network from CUDA graphs (on_train_start).
+        net = self.graphed_training if stage == "train" and self.graphed_training else self.net
+        logits = net(tokens)
         # objective: what backward minimises; loss: what is reported. The same, but for --ngrams.
         loss = objective = self.loss_fn(logits, labels)
         if self.ngrams is not None:
@@ -144,6 +153,29 @@ class SentimentClassifier(L.LightningModule):
             return self.trainer.num_training_batches
         counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
         return counts[0]
+
+    def on_train_start(self) -> None:
+        # A step of this small a network is mostly launching kernels from Python, which on a
+        # GPU takes ten times as long as running them: graphs launch them at once. Not for
+        # several processes (DDP's gradient hooks), mixed precision (autocast's cache), EMA
+        # (it copies the module) or packed sequences (their lengths are read on the host).
+        trainer, model, optim = self.trainer, self.model_config, self.optim_config
+        if (
+            self.cuda_graphs
+            and self.device.type == "cuda"
+            and trainer.world_size == 1
+            and trainer.precision == "32-true"
+            and optim.ema is None
+            and not model.packed
+        ):
+            self.graphed_training = GraphedTraining(self.net, after_capture=self._forget_warm_up)
+
+    def _forget_warm_up(self) -> None:
+        if self.occurrences is not None:  # the squares of the recording's warm-up passes
+            self.occurrences.take()
+
+    def on_train_end(self) -> None:
+        self.graphed_training = None  # the graphs' memory goes back to the GPU
 
     # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
     def on_train_epoch_start(self) -> None:

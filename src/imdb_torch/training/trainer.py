@@ -84,6 +84,7 @@ def prepare(
     hardware: Hardware | None = None,
     progress: bool = True,
     fused_rnn: bool = True,
+    cuda_graphs: bool = True,
     datamodule: IMDBDataModule | None = None,
 ) -> Run:
     """Seed, then build the data module, the model and a Trainer with the lesson's callbacks.
@@ -98,7 +99,9 @@ def prepare(
     L.seed_everything(settings.run.seed, workers=True, verbose=False)
     if datamodule is None:
         datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
-    model = SentimentClassifier(settings.model, settings.optim, fused_rnn=fused_rnn)
+    model = SentimentClassifier(
+        settings.model, settings.optim, fused_rnn=fused_rnn, cuda_graphs=cuda_graphs
+    )
     history = EpochHistory()
     # keras.callbacks.ModelCheckpoint(save_best_only=True), plus the last epoch for --resume.
     checkpoint = RunCheckpoint(
