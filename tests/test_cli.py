@@ -269,8 +269,10 @@ def test_lightning_tips_are_left_out(caplog):
         rank_zero_info("GPU available: True (cuda), used: False")  # worth saying
         rank_zero_info("GPU available: False, used: False")  # not
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing a package")
+        rank_zero_info("You are using a CUDA device ('NVIDIA H200') that has Tensor Cores. ...")
     assert "GPU available: True" in caplog.text
     assert "GPU available: False" not in caplog.text and "Tip" not in caplog.text
+    assert "Tensor Cores" not in caplog.text
 
 
 def settings_of(*argv: str):

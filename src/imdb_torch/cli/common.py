@@ -157,6 +157,10 @@ NOT_WORTH_SAYING = (
     "GPU available: False",  # no GPU: nothing to say (a GPU left unused is still said)
     "TPU available",
     "HPU available",
+    # Advice to trade float32's precision for TF32's speed: these tools keep float32, as Keras
+    # computes, and a lesson step waits on the host, not on the GPU's arithmetic
+    # (docs/performance.md).
+    "You are using a CUDA device",
     "`Trainer.fit` stopped",  # train.py says how the run ended, in its own words
     "\nDetected KeyboardInterrupt",  # the tools say what an interrupt saved, and how to resume
     "Received SIGTERM",
