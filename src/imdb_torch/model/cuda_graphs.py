@@ -22,7 +22,9 @@ from torch import nn
 
 class _Forward(nn.Module):
     """``net``'s forward under a module of its own: ``make_graphed_callables`` replaces the
-    forward of the module it is given, and ``net`` must keep its own for other batches."""
+    forward of the module it is given, and ``net`` must keep its own for other batches.
+    Nobody's child module, so ``model.eval()`` never reaches it: ``_can_replay`` reads
+    ``net.training`` instead."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -61,13 +63,12 @@ class GraphedTraining:
         # Recording warms up on a stream of its own, which PyTorch reports without cause: the
         # parameters' gradient nodes then belong to that stream, and the first pass of the
         # autograd thread there finds no CUDA context yet (both seen on an H200).
-        mismatch_warning = getattr(
-            torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None
-        )
-        if mismatch_warning is not None:
-            mismatch_warning(False)
+        _warn_on_stream_mismatch(False)
         try:
-            with warnings.catch_warnings():
+            # The warm-up passes draw dropout masks: the random state is given back, so that
+            # a resumed run, which records again, draws what the uninterrupted run drew.
+            devices = [tokens.device] if tokens.is_cuda else []
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
                 warnings.filterwarnings("ignore", message=".*no current CUDA context")
                 graphed = torch.cuda.make_graphed_callables(_Forward(self.net), (tokens.clone(),))
             self._graphed, self._shape = graphed, tokens.shape
@@ -79,3 +80,15 @@ class GraphedTraining:
         finally:
             if self.after_capture is not None:
                 self.after_capture()
+
+    def release(self) -> None:
+        """Drop the graphs (their memory goes back to the GPU); the network runs as usual."""
+        if self._graphed is not None:
+            _warn_on_stream_mismatch(True)
+        self._graphed, self._failed = None, True
+
+
+def _warn_on_stream_mismatch(on: bool) -> None:
+    switch = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)
+    if switch is not None:  # not in every PyTorch this project supports
+        switch(on)

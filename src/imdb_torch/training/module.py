@@ -116,9 +116,9 @@ class SentimentClassifier(L.LightningModule):
 
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
-        # On one GPU a training batch replays the network from CUDA graphs (on_train_start).
-        net = self.graphed_training if stage == "train" and self.graphed_training else self.net
-        logits = net(tokens)
+        # On one GPU a training batch replays the network from CUDA graphs (see below).
+        graphed = stage == "train" and self.graphed_training is not None
+        logits = self.graphed_training(tokens) if graphed else self.net(tokens)
         # objective: what backward minimises; loss: what is reported. The same, but for --ngrams.
         loss = objective = self.loss_fn(logits, labels)
         if self.ngrams is not None:
@@ -154,28 +154,36 @@ class SentimentClassifier(L.LightningModule):
         counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
         return counts[0]
 
+    # CUDA graphs. A step of a network this small is mostly Python launching kernels, which
+    # on a GPU takes ten times as long as running them; a CUDA graph launches all of a pass's
+    # kernels with one call (model/cuda_graphs.py).
     def on_train_start(self) -> None:
-        # A step of this small a network is mostly launching kernels from Python, which on a
-        # GPU takes ten times as long as running them: graphs launch them at once. Not for
-        # several processes (DDP's gradient hooks), mixed precision (autocast's cache), EMA
-        # (it copies the module) or packed sequences (their lengths are read on the host).
+        made = self.cuda_graphs and self._cuda_graphs_apply()
+        self.graphed_training = (
+            GraphedTraining(self.net, after_capture=self._forget_warm_up) if made else None
+        )
+
+    def _cuda_graphs_apply(self) -> bool:
         trainer, model, optim = self.trainer, self.model_config, self.optim_config
-        if (
-            self.cuda_graphs
-            and self.device.type == "cuda"
-            and trainer.world_size == 1
-            and trainer.precision == "32-true"
-            and optim.ema is None
-            and not model.packed
-        ):
-            self.graphed_training = GraphedTraining(self.net, after_capture=self._forget_warm_up)
+        return (
+            self.device.type == "cuda"
+            and trainer.world_size == 1  # not under DDP's gradient hooks
+            and trainer.precision == "32-true"  # autocast's cache cannot be recorded
+            # A replay writes the gradient into the tensor that is the weight's .grad: a
+            # second micro-batch would overwrite the first's rather than add to it.
+            and trainer.accumulate_grad_batches == 1
+            and optim.ema is None  # not tried with EMA
+            and not model.packed  # packing reads the lengths on the host
+        )
 
     def _forget_warm_up(self) -> None:
         if self.occurrences is not None:  # the squares of the recording's warm-up passes
             self.occurrences.take()
 
     def on_train_end(self) -> None:
-        self.graphed_training = None  # the graphs' memory goes back to the GPU
+        if self.graphed_training is not None:
+            self.graphed_training.release()  # the graphs' memory goes back to the GPU
+        self.graphed_training = None
 
     # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
     def on_train_epoch_start(self) -> None:
