@@ -187,7 +187,7 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status()
     except BrokenPipeError:
         if not _reader_gone():
             raise
@@ -222,6 +222,7 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _STOPPED_BY_SIGTERM.clear()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -236,11 +237,12 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
         seen = 0
         with open(read_end, "rb", buffering=0) as pipe:  # closed here, at the pipe's end
             while data := pipe.read(64):
-                seen += sum(byte in (signal.SIGINT, signal.SIGTERM) for byte in data)
+                signals = [byte for byte in data if byte in (signal.SIGINT, signal.SIGTERM)]
+                seen += len(signals)
                 if seen >= 2:
                     print("\nsecond interrupt: stopping at once", file=sys.stderr, flush=True)
                     before_exit()
-                    os._exit(130)
+                    os._exit(128 + signals[-1])
 
     threading.Thread(target=watch, name="second-signal", daemon=True).start()
     try:
@@ -254,7 +256,19 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
 
 
 def _interrupt_on_sigterm(signum, frame):
+    _STOPPED_BY_SIGTERM[:] = [True]
     raise KeyboardInterrupt
+
+
+_STOPPED_BY_SIGTERM: list[bool] = []  # set once SIGTERM, rather than Ctrl-C, stopped the tool
+
+
+def interrupted_status(trainer: L.Trainer | None = None) -> int:
+    """The exit status of a tool that a signal stopped, as a shell reports a process the
+    signal ended: 128 + its number, 130 after Ctrl-C and 143 after SIGTERM (which a
+    ``trainer`` notes too, where Lightning's handler heard it alone)."""
+    by_sigterm = _STOPPED_BY_SIGTERM or (trainer is not None and trainer.received_sigterm)
+    return 128 + (signal.SIGTERM if by_sigterm else signal.SIGINT)
 
 
 _PIPE: list[int] = []  # the wake-up pipe while second_signal_ends_it runs

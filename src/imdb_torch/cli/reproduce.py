@@ -31,6 +31,7 @@ from .common import (
     CHANGEABLE_ON_RESUME,
     check_directory_to_be,
     hardware_from_flags,
+    interrupted_status,
     quiet_lightning,
     run,
 )
@@ -151,7 +152,7 @@ def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) ->
                 raise
             print("\ninterrupted: run the same command again to continue from the last "
                   "finished epoch", file=sys.stderr)  # fmt: skip
-            raise SystemExit(130) from None
+            raise SystemExit(interrupted_status(session.trainer)) from None
         wall = time.perf_counter() - started
     best_path = session.restore_best()
     test = evaluate(session.model, session.datamodule, hardware, progress=False)

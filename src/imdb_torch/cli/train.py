@@ -45,6 +45,7 @@ from .common import (
     check_directory_to_be,
     check_writable,
     hardware_from_flags,
+    interrupted_status,
     quiet_lightning,
     run,
     second_signal_ends_it,
@@ -114,7 +115,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise
             _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
             _drop_if_unsaved(run_dir, new_run)
-            return 130
+            return interrupted_status(run.trainer)
         except OSError as exc:
             _raise_if_disk_full(exc)
             raise
