@@ -229,3 +229,34 @@ def test_the_paths_at_the_end_are_as_typed_from_here(tmp_path, tiny_tarball, mon
     assert "best model:  best.ckpt  (also logs/gru/version_0/checkpoints/best-epoch001-" in out
     assert "loss plot:   logs/gru/version_0/loss.png" in out
     assert "TensorBoard: tensorboard --logdir logs\n" in out
+
+
+def test_predict_on_a_file_of_long_reviews_counts_warnings_past_the_first_few(
+    run, tmp_path, capsys, monkeypatch
+):
+    """A file of IMDB reviews warns about four in ten: five lines, then a count. Blocks of
+    reviews are printed as they are classified, the same results as one pass."""
+    from imdb_torch.cli import predict as predict_cli
+
+    ckpt = str(run[0] / "best.ckpt")
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("".join(f"great movie {'plot ' * 50 * (i % 2)}\n" for i in range(16)))
+    assert predict_cli.main(["--ckpt", ckpt, "--file", str(reviews)]) == 0
+    whole = capsys.readouterr()
+    warned = [line for line in whole.err.splitlines() if line.startswith("review ")]
+    assert [line.split(":")[0] for line in warned] == [f"review {n}" for n in (2, 4, 6, 8, 10)]
+    assert whole.err.splitlines()[-1] == (
+        "... and 3 more reviews with a warning (--json gives each review's)"
+    )
+
+    monkeypatch.setattr(predict_cli, "BLOCK", 3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal watching, output to
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # a file: progress is shown
+    assert predict_cli.main(["--ckpt", ckpt, "--file", str(reviews)]) == 0
+    blocks = capsys.readouterr()
+    assert blocks.out == whole.out
+    assert "\rclassified 3 of 16 reviews" in blocks.err
+    assert "\rclassified 16 of 16 reviews" in blocks.err
+    assert blocks.err.endswith(
+        "... and 3 more reviews with a warning (--json gives each review's)\n"
+    )
