@@ -91,7 +91,8 @@ def train(name: str, model_config: ModelConfig) -> str:
     # per-occurrence embedding update (model/keras_compat.py). Its LSTM and GRU layers are
     # FusedLSTM / FusedGRU: nn.LSTM / nn.GRU whose CPU forward and backward run a faster
     # kernel (model/fused_rnn.py), and which run nn.LSTM's own code on a GPU;
-    # fused_rnn=False keeps nn.LSTM itself.
+    # fused_rnn=False keeps nn.LSTM itself. On one GPU, training batches replay the network
+    # from CUDA graphs (model/cuda_graphs.py); cuda_graphs=False launches every kernel.
     model = SentimentClassifier(model_config, OptimConfig(optimizer="rmsprop", lr=1e-4))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # model.summary(). Beside Keras's layers the printout shows TimeMajorEmbedding (the
