@@ -174,6 +174,16 @@ def test_graphs_are_made_only_where_they_are_known_to_replay_the_same_step(setti
     assert not module_under(**{setting: value})._cuda_graphs_apply()
 
 
+def test_the_conditions_read_what_a_real_trainer_has():
+    import lightning as L
+
+    model = SentimentClassifier()
+    model._device = torch.device("cuda:0")  # as Lightning moves it to a GPU
+    model.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                              enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    assert model._cuda_graphs_apply()
+
+
 class HostTraffic(TorchDispatchMode):
     """Records the operations that a CUDA graph cannot record: a tensor made on the host
     and copied in (``lift_fresh``, as ``t[i] = 1`` does), a value read back (``item``), or
