@@ -1,15 +1,19 @@
-"""The network's training forward and backward replayed as CUDA graphs, on one GPU.
+"""The network's training forward and backward replayed as CUDA graphs, on one GPU. Speed only.
 
-The lesson's network is tiny: on a GPU its step's kernels take about 0.4 ms, but launching
-them one at a time from Python takes ten times that (cuDNN's recurrent backward alone takes
-0.4 ms of the host's time), so an epoch on an H200 took longer than on a 2-core CPU. A CUDA
-graph records the kernels of one forward and one backward pass once; each training batch
-then replays them, one launch each (``torch.cuda.make_graphed_callables``). The values are
-those of the network's own code; only the launching changes (docs/performance.md).
+A GPU runs an operation as a kernel (a small GPU program) that Python launches, one per
+operation. The lesson's network is tiny: profiled on an H200, a step took 3.2 ms of the
+host's time, launching kernels one at a time, and 0.4 ms of the GPU's, running them (cuDNN's
+recurrent backward alone took 0.4 ms of the host's time), so an epoch took longer there than
+on a 2-core CPU.
+A CUDA graph is a recording of a pass's kernels: the forward and the backward are recorded
+once, at the first training batch, and every batch after it re-runs each with one launch
+(``torch.cuda.make_graphed_callables``). The kernels are the network's own, so the numbers
+are too: the lstm and gru gave the same validation losses to five decimals with graphs and
+without (docs/performance.md).
 
-A graph replays fixed shapes from fixed memory: a batch of another shape (an epoch's last,
-smaller one), evaluation and anything without gradients run the network as usual, and the
-graph's inputs are copied into the memory it was recorded with.
+A recording re-runs the same operations on the same memory. So it fits batches of the
+recorded shape only: the epoch's last, smaller batch, validation and prediction run the
+network as usual; and each batch is first copied into the recording's input memory.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ class _Forward(nn.Module):
 class GraphedTraining:
     """Calls ``net`` on a training batch, replaying CUDA graphs recorded at the first one.
 
-    Not an ``nn.Module``, so that the LightningModule holding it saves ``net``'s weights
-    once. ``after_capture`` runs once the graphs are recorded: the recording runs the network
-    a few times (warm-up passes), and whatever those passes left behind must be cleared.
+    Not an ``nn.Module``, so that it stays out of the LightningModule's ``state_dict``: a
+    checkpoint holds ``net``'s weights once. ``after_capture`` runs once the graphs are
+    recorded: recording runs the network's forward and backward a few times on the first
+    batch (warm-up passes), and what those passes left behind, such as the embedding squares
+    ``EmbeddingOccurrences`` gathered, must be cleared.
     """
 
     def __init__(self, net: nn.Module, after_capture=None):
@@ -47,10 +53,10 @@ class GraphedTraining:
         self.after_capture = after_capture
         self._graphed: nn.Module | None = None
         self._shape: torch.Size | None = None
-        self._failed = False
+        self._may_record = True  # until a recording is made, fails, or is released
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self._graphed is None and not self._failed and self._can_replay(tokens):
+        if self._graphed is None and self._may_record and self._can_replay(tokens):
             self._capture(tokens)
         if self._graphed is None or tokens.shape != self._shape or not self._can_replay(tokens):
             return self.net(tokens)
@@ -60,9 +66,12 @@ class GraphedTraining:
         return tokens.is_cuda and self.net.training and torch.is_grad_enabled()
 
     def _capture(self, tokens: torch.Tensor) -> None:
-        # Recording warms up on a stream of its own, which PyTorch reports without cause: the
-        # parameters' gradient nodes then belong to that stream, and the first pass of the
-        # autograd thread there finds no CUDA context yet (both seen on an H200).
+        # Recording runs its warm-up passes on a queue of GPU work of its own (a stream), and
+        # PyTorch then warns at every backward that the weights' gradients are summed on
+        # that queue, and once that a thread finds no CUDA context yet (both seen on an
+        # H200). Silenced while the graphs are in use; whether the first costs time is not
+        # measured yet (docs/performance.md).
+        self._may_record = False
         _warn_on_stream_mismatch(False)
         try:
             # The warm-up passes draw dropout masks: the random state is given back, so that
@@ -73,7 +82,7 @@ class GraphedTraining:
                 graphed = torch.cuda.make_graphed_callables(_Forward(self.net), (tokens.clone(),))
             self._graphed, self._shape = graphed, tokens.shape
         except RuntimeError as error:  # the network's own code still trains it
-            self._failed = True
+            _warn_on_stream_mismatch(True)
             first_line = (str(error).strip() or "error").splitlines()[0]
             message = f"CUDA graphs could not be recorded ({first_line}); training without them"
             warnings.warn(message, stacklevel=3)
@@ -85,7 +94,7 @@ class GraphedTraining:
         """Drop the graphs (their memory goes back to the GPU); the network runs as usual."""
         if self._graphed is not None:
             _warn_on_stream_mismatch(True)
-        self._graphed, self._failed = None, True
+        self._graphed, self._may_record = None, False
 
 
 def _warn_on_stream_mismatch(on: bool) -> None:
