@@ -260,3 +260,44 @@ def test_predict_on_a_file_of_long_reviews_counts_warnings_past_the_first_few(
     assert blocks.err.endswith(
         "... and 3 more reviews with a warning (--json gives each review's)\n"
     )
+
+
+def test_predict_stopped_by_sigterm_says_so_and_ends_its_progress_line(run, tmp_path, capsys,
+                                                                       monkeypatch):  # fmt: skip
+    """SIGTERM stops a tool as Ctrl-C does, with status 143; the progress line is wiped first."""
+    import signal
+
+    from imdb_torch.cli import predict as predict_cli
+    from imdb_torch.predictor import Predictor
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # else the test would end pytest
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("great movie\n" * 9 + "great movie " * 60 + "\n")
+    predict = Predictor.predict
+    calls = []
+
+    def predict_then_terminated(self, texts, batch_size=1024):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return predict(self, texts, batch_size)
+
+    monkeypatch.setattr(Predictor, "predict", predict_then_terminated)
+    monkeypatch.setattr(predict_cli, "BLOCK", 3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert predict_cli.main(["--ckpt", str(run[0] / "best.ckpt"), "--file", str(reviews)]) == 143
+    err = capsys.readouterr().err
+    assert err.endswith("\rclassified 3 of 10 reviews\r\033[Kpredict.py: interrupted\n"), err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back
+
+
+def test_predict_counts_a_single_warning_past_the_first_five_in_the_singular(run, tmp_path,
+                                                                             capsys):  # fmt: skip
+    from imdb_torch.cli import predict as predict_cli
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text(("great movie " * 60 + "\n") * 6)
+    assert predict_cli.main(["--ckpt", str(run[0] / "best.ckpt"), "--file", str(reviews),
+                             "--json"]) == 0  # fmt: skip
+    assert capsys.readouterr().err.splitlines()[-1] == "... and 1 more review with a warning"

@@ -1,7 +1,9 @@
 """Command-line tools; ``scripts/*.py`` run them through ``launch``."""
 
 import importlib
+import signal
 import sys
+import threading
 import types
 from collections.abc import Sequence
 
@@ -25,7 +27,14 @@ def launch(tool: str, argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a Ctrl-C while PyTorch loads: nothing has started yet
         print(f"{tool}.py: interrupted", file=sys.stderr)
         return 130
-    return module.main(argv)
+    status = module.main(argv)
+    if status in (130, 143) and threading.current_thread() is threading.main_thread():
+        # Stopped by a signal, and said so: another one while the interpreter shuts down (a
+        # second or so, PyTorch's and Lightning's exit hooks) ends the process at once, rather
+        # than interrupting an exit hook with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return status
 
 
 def train_command() -> int:  # the imdb-torch-train command (pyproject.toml)

@@ -177,9 +177,12 @@ def _worth_saying(record: logging.LogRecord) -> bool:
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``main``; a ``UserError`` becomes ``prog: error: message`` and exit status 2, and
     a warning ``prog: warning: message``, without the source line Python adds for a
-    programmer."""
+    programmer. SIGTERM stops it as Ctrl-C does (``prog: interrupted``, and what the tool
+    does on Ctrl-C: temporary files removed, a run left resumable), with status 143."""
     format_warning = warnings.formatwarning
     warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
+    _STOPPED_BY_SIGTERM.clear()
+    sigterm_was = _sigterm_as_interrupt()
     try:
         return main(argv)
     except UserError as exc:
@@ -197,6 +200,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         return 1
     finally:
         warnings.formatwarning = format_warning
+        if sigterm_was is not None:
+            signal.signal(signal.SIGTERM, sigterm_was)
 
 
 def _reader_gone() -> bool:
@@ -222,7 +227,6 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _STOPPED_BY_SIGTERM.clear()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -258,6 +262,18 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
 def _interrupt_on_sigterm(signum, frame):
     _STOPPED_BY_SIGTERM[:] = [True]
     raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM raise KeyboardInterrupt, where nothing else handles it; returns the
+    handler to put back, or None where none was replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    return previous
 
 
 _STOPPED_BY_SIGTERM: list[bool] = []  # set once SIGTERM, rather than Ctrl-C, stopped the tool

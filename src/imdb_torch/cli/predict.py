@@ -115,10 +115,11 @@ class Warnings:
                     print(f"review {number}: {p.warning}", file=sys.stderr)
 
     def summary(self, json_output: bool) -> None:
-        if self.count > WARNINGS_SHOWN:
+        more = self.count - WARNINGS_SHOWN
+        if more > 0:
+            reviews = "review" if more == 1 else "reviews"
             where = "" if json_output else " (--json gives each review's)"
-            print(f"... and {self.count - WARNINGS_SHOWN:,} more reviews with a warning{where}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"... and {more:,} more {reviews} with a warning{where}", file=sys.stderr)
 
 
 def printable(text: str) -> str:
@@ -138,14 +139,16 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
     progress = Progress(len(reviews))
     warnings = Warnings(progress)
-    for start in range(0, len(reviews), BLOCK):
-        predictions = predictor.predict(reviews[start : start + BLOCK], args.batch_size)
-        warnings.add(predictions, first_number=start + 1)
-        for p in predictions:
-            print(_json_line(p) if args.json else _table_row(p))
-        sys.stdout.flush()
-        progress.update(start + len(predictions))
-    progress.clear()
+    try:
+        for start in range(0, len(reviews), BLOCK):
+            predictions = predictor.predict(reviews[start : start + BLOCK], args.batch_size)
+            warnings.add(predictions, first_number=start + 1)
+            for p in predictions:
+                print(_json_line(p) if args.json else _table_row(p))
+            sys.stdout.flush()
+            progress.update(start + len(predictions))
+    finally:  # also when interrupted, or when the reader of the output has gone
+        progress.clear()
     warnings.summary(args.json)
     return 0
 
