@@ -279,3 +279,33 @@ def test_a_run_resumed_from_its_checkpoint_alone_keeps_its_epoch_limit(tmp_path,
     resumed = ["--resume", str(last), "--no-progress", "--save", str(tmp_path / "resumed.ckpt")]
     assert train_cli.main(resumed) == 0  # patience 6 and no --max-epochs: only the limit stops it
     assert len(history(tmp_path / "lstm" / "version_0")) == 3
+
+
+def test_an_interrupted_multi_process_run_is_explained_by_its_first_process_alone(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    """The other processes have no run directory of their own (version_None): before, they
+    said "nothing to resume" under the first process's "resume with"."""
+    import lightning as L
+
+    from imdb_torch.training.module import SentimentClassifier
+
+    step = SentimentClassifier.training_step
+
+    def ctrl_c_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c_in_epoch_two)
+    # From the end of the first epoch on, this process answers as a second rank would.
+    monkeypatch.setattr(L.Trainer, "is_global_zero",
+                        property(lambda self: self.current_epoch == 0))  # fmt: skip
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    err = capsys.readouterr().err
+    assert "resume with" not in err and "nothing to resume" not in err
+    assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()

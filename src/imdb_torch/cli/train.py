@@ -113,8 +113,9 @@ def _main(argv: Sequence[str] | None) -> int:
             # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
             if not run.trainer.interrupted:
                 raise
-            _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
-            _drop_if_unsaved(run_dir, new_run)
+            if run.trainer.is_global_zero:  # the run's directory is the first process's
+                _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
+                _drop_if_unsaved(run_dir, new_run)
             return interrupted_status(run.trainer)
         except OSError as exc:
             _raise_if_disk_full(exc)
