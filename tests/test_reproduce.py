@@ -157,3 +157,15 @@ def test_compare_refuses_a_place_it_cannot_write_before_reading_runs(tmp_path, c
     monkeypatch.setattr(common.tempfile, "TemporaryFile", read_only)
     code = compare_cli.main([str(tmp_path / "no-runs"), "--out", str(tmp_path / "c.png")])
     _one_line(capsys, code, "cannot write in", "Read-only file system")
+
+
+def test_reproduce_refuses_several_processes_before_any_work(tmp_path, tiny_tarball, capsys):
+    """Each process of a DDP run would start reproduce.py again from the top, and the second
+    found the first's run locked (exit 137)."""
+    out = tmp_path / "results"
+    argv = ["--data", str(tiny_tarball), "--experiments", "lstm", "--seeds", "1",
+            "--max-epochs", "1", "--out", str(out), "--no-progress", "--accelerator", "cpu",
+            "--devices", "2"]  # fmt: skip
+    _one_line(capsys, reproduce_cli.main(argv), "--devices 2: reproduce.py trains on one device",
+              "train.py trains a run on several")  # fmt: skip
+    assert not out.exists()

@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +26,7 @@ from ..training.checkpoint import (
     read_checkpoint,
     settings_from_checkpoint,
 )
-from ..training.trainer import evaluate, prepare
+from ..training.trainer import Hardware, evaluate, prepare
 from .common import (
     CHANGEABLE_ON_RESUME,
     check_directory_to_be,
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
+    hardware = _one_process(hardware_from_flags(args))
     out = _checked_out(Path(args.out).resolve())
     # Every job checked before the first is trained: a bad seed, or a finished run of other
     # settings in --out, is found at once, not hours later.
@@ -61,7 +62,7 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")
             continue
         print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: training")
-        record = _run_one(args, out, experiment, seed, settings)
+        record = _run_one(args, hardware, out, experiment, seed, settings)
         write_run(target, record)
         print(
             f"[{number}/{len(jobs)}] {experiment} seed {seed}: best epoch {record['best_epoch']} "
@@ -125,8 +126,23 @@ def _refuse_other_settings(had: dict, wanted: dict, free: tuple[str, ...], what:
         )
 
 
-def _run_one(args, out: Path, experiment: str, seed: int, settings: Settings) -> dict:
-    hardware = hardware_from_flags(args)
+def _one_process(hardware: Hardware) -> Hardware:
+    """The runs are trained one after another in this process, which several processes
+    would each start again from the top: one device, also where ``auto`` would take every
+    GPU of the machine."""
+    devices = hardware.devices
+    if (isinstance(devices, int) and devices > 1) or (
+        isinstance(devices, list) and len(devices) > 1
+    ):
+        raise UserError(f"--devices {devices}: reproduce.py trains on one device; train.py "
+                        "trains a run on several (--devices 2 --strategy ddp)")  # fmt: skip
+    if hardware.num_nodes > 1:
+        raise UserError(f"--num-nodes {hardware.num_nodes}: reproduce.py trains on one machine")
+    return replace(hardware, devices=1 if devices == "auto" else devices)
+
+
+def _run_one(args, hardware: Hardware, out: Path, experiment: str, seed: int,
+             settings: Settings) -> dict:  # fmt: skip
     logdir = out / "lightning_logs"
     run_dir = logdir / experiment / f"version_{seed}"
     last = run_dir / "checkpoints" / "last.ckpt"
