@@ -177,19 +177,24 @@ def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
     assert not list(tmp_path.glob("lstm/version_*"))
 
 
-def test_an_interrupted_run_keeps_its_directory_once_an_epoch_is_saved(
-    capsys, tmp_path, tiny_tarball, monkeypatch
-):
+def ctrl_c_in_epoch_two(monkeypatch) -> None:
+    """A Ctrl-C where Lightning meets it, in the second epoch's first step."""
     from imdb_torch.training.module import SentimentClassifier
 
     step = SentimentClassifier.training_step
 
-    def ctrl_c_in_epoch_two(self, batch, batch_idx):
+    def interrupted(self, batch, batch_idx):
         if self.current_epoch == 1:
             raise KeyboardInterrupt
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c_in_epoch_two)
+    monkeypatch.setattr(SentimentClassifier, "training_step", interrupted)
+
+
+def test_an_interrupted_run_keeps_its_directory_once_an_epoch_is_saved(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    ctrl_c_in_epoch_two(monkeypatch)
     handler = signal.getsignal(signal.SIGINT)
     try:
         assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
@@ -288,16 +293,7 @@ def test_an_interrupted_multi_process_run_is_explained_by_its_first_process_alon
     said "nothing to resume" under the first process's "resume with"."""
     import lightning as L
 
-    from imdb_torch.training.module import SentimentClassifier
-
-    step = SentimentClassifier.training_step
-
-    def ctrl_c_in_epoch_two(self, batch, batch_idx):
-        if self.current_epoch == 1:
-            raise KeyboardInterrupt
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c_in_epoch_two)
+    ctrl_c_in_epoch_two(monkeypatch)
     # From the end of the first epoch on, this process answers as a second rank would.
     monkeypatch.setattr(L.Trainer, "is_global_zero",
                         property(lambda self: self.current_epoch == 0))  # fmt: skip
