@@ -82,8 +82,8 @@ WARNINGS_SHOWN = 5
 
 
 class Progress:
-    """ "classified 20,000 of 100,000 reviews" on a terminal's stderr, rewritten in place,
-    while the results go elsewhere (a file, a pipe): on a terminal they show progress
+    """Shows "classified 20,000 of 100,000 reviews" on a terminal's stderr, rewritten in
+    place, while the results go elsewhere (a file, a pipe): on a terminal they show progress
     themselves."""
 
     def __init__(self, total: int):
@@ -138,18 +138,18 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.json:
         print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
     progress = Progress(len(reviews))
-    warnings = Warnings(progress)
+    warned = Warnings(progress)
     try:
         for start in range(0, len(reviews), BLOCK):
             predictions = predictor.predict(reviews[start : start + BLOCK], args.batch_size)
-            warnings.add(predictions, first_number=start + 1)
+            warned.add(predictions, first_number=start + 1)
             for p in predictions:
                 print(_json_line(p) if args.json else _table_row(p))
             sys.stdout.flush()
             progress.update(start + len(predictions))
     finally:  # also when interrupted, or when the reader of the output has gone
         progress.clear()
-    warnings.summary(args.json)
+    warned.summary(args.json)
     return 0
 
 
