@@ -322,14 +322,18 @@ def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
 
 
 def _explain_interrupt(last: Path) -> None:
-    if last.is_file():
-        print(
-            f"\ninterrupted: epochs up to the last finished one are saved in {last}\n"
-            f"resume with: python scripts/train.py --resume {last}",
-            file=sys.stderr,
-        )
-    else:
+    if not last.is_file():
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
+        return
+    # Counted from the file: an interrupt can fall after an epoch's line is printed and
+    # before its checkpoint is written, and that epoch is then run again on resuming.
+    try:
+        saved = epochs_to_resume_from(read_checkpoint(last))
+        what = f"{saved} epoch{'s' if saved != 1 else ''}"
+    except UserError:
+        what = "the finished epochs"
+    print(f"\ninterrupted: {what} saved in {last}\n"
+          f"resume with: python scripts/train.py --resume {last}", file=sys.stderr)  # fmt: skip
 
 
 def _claim_version(experiment_dir: Path) -> int | None:
