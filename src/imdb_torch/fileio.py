@@ -124,6 +124,12 @@ def tree_fingerprint(root: str | os.PathLike, pattern: str = "*.txt") -> str:
     return digest.hexdigest()
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest parent that does: where a directory still to
+    be made will be made, to check before anything is written."""
+    return next(place for place in (path, *path.parents) if place.exists())
+
+
 def default_cache_dir() -> Path:
     """``$IMDB_TORCH_CACHE``, else ``$XDG_CACHE_HOME/imdb-torch``, else ``~/.cache/imdb-torch``."""
     if os.environ.get("IMDB_TORCH_CACHE"):

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
 from ..errors import UserError
+from ..fileio import nearest_existing
 from ..training.trainer import Hardware
 
 # What a resumed run may change: where the data is, how fast it is read, how long to train.
@@ -39,7 +40,7 @@ def check_writable(directory: Path, what: str) -> None:
 def check_directory_to_be(directory: Path, what: str) -> None:
     """``directory`` is, or can be made as, a directory this process can write in: judged
     by the nearest folder that exists, so that nothing is made before the work starts."""
-    existing = next(place for place in (directory, *directory.parents) if place.exists())
+    existing = nearest_existing(directory)
     if not existing.is_dir():
         raise UserError(f"{what}: {existing} is a file, not a directory")
     check_writable(existing, what)

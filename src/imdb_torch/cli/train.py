@@ -26,7 +26,7 @@ from ..config import (
 )
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
-from ..fileio import atomic_path, remove_stale_temporaries, run_lock
+from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..reporting.runs import history_in, version_number
@@ -223,7 +223,7 @@ def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None
     ratios = settings.model.ngram_buckets if settings.model.ngrams else 0
     needed = 4 * (3 * parameters + ratios) + 2**20
     for place in (save_path.parent, logdir):
-        existing = next(p for p in (place, *place.parents) if p.exists())
+        existing = nearest_existing(place)
         free = shutil.disk_usage(existing).free
         if free < 3 * needed:  # best, last, and the copy at --save
             raise UserError(

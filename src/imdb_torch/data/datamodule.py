@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, ModelConfig
 from ..errors import UserError
-from ..fileio import default_cache_dir
+from ..fileio import default_cache_dir, nearest_existing
 from .batches import DeviceBatches
 from .corpus import (
     KERAS_NPZ,
@@ -101,7 +101,7 @@ class IMDBDataModule(L.LightningDataModule):
             num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size
         )
         cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        existing = next(place for place in (cache, *cache.parents) if place.exists())
+        existing = nearest_existing(cache)
         if not existing.is_dir():
             raise UserError(f"the cache directory {cache} cannot be made: {existing} is a file "
                             "(set --cache-dir or $IMDB_TORCH_CACHE)")  # fmt: skip
