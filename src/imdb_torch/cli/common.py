@@ -232,11 +232,10 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     _PIPE[:] = [read_end, write_end]
-    previous_term = signal.getsignal(signal.SIGTERM)
-    if previous_term in (signal.SIG_DFL, None):
-        # A handler of Python's own, so the signal reaches the pipe instead of killing
-        # the process outright; the first still stops the run gracefully, as Ctrl-C does.
-        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # A handler of Python's own, so the signal reaches the pipe instead of killing the
+    # process outright; the first still stops the run gracefully, as Ctrl-C does. (Inside
+    # run(), which installs the same handler, there is nothing to replace.)
+    sigterm_was = _sigterm_as_interrupt()
 
     def watch() -> None:
         seen = 0
@@ -255,8 +254,8 @@ def second_signal_ends_it(before_exit: Callable[[], None] = lambda: None) -> Ite
     finally:
         signal.set_wakeup_fd(previous_fd)
         _PIPE.clear()
-        if previous_term in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if sigterm_was is not None:
+            signal.signal(signal.SIGTERM, sigterm_was)
         os.close(write_end)  # the watching thread reads the pipe's end and returns
 
 
@@ -274,7 +273,7 @@ def _sigterm_as_interrupt():
     if previous not in (signal.SIG_DFL, None):
         return None
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    return previous
+    return signal.SIG_DFL  # None: set outside Python, which means the default here too
 
 
 _STOPPED_BY_SIGTERM: list[bool] = []  # set once SIGTERM, rather than Ctrl-C, stopped the tool
