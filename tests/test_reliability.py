@@ -159,22 +159,14 @@ def test_resume_with_nothing_to_resume(capsys, tmp_path, tiny_tarball):
     one_line_error(capsys, code, "nothing to resume")
 
 
-def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
-    capsys, tmp_path, tiny_tarball, monkeypatch
-):
-    from imdb_torch.training.module import SentimentClassifier
-
-    def ctrl_c(self, batch, batch_idx):
-        raise KeyboardInterrupt  # where Lightning meets a Ctrl-C in the first step
-
-    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c)
-    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs after one
+def train_interrupted(tiny_tarball, tmp_path) -> None:
+    """train.py, stopped by a Ctrl-C that a test raises: status 130, and SIGINT's handler put
+    back (Lightning ignores further Ctrl-Cs after one)."""
+    handler = signal.getsignal(signal.SIGINT)
     try:
         assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
     finally:
         signal.signal(signal.SIGINT, handler)
-    assert "nothing to resume" in capsys.readouterr().err
-    assert not list(tmp_path.glob("lstm/version_*"))
 
 
 def ctrl_c_in_epoch_two(monkeypatch) -> None:
@@ -191,15 +183,25 @@ def ctrl_c_in_epoch_two(monkeypatch) -> None:
     monkeypatch.setattr(SentimentClassifier, "training_step", interrupted)
 
 
+def test_a_run_interrupted_before_its_first_epoch_leaves_no_directory(
+    capsys, tmp_path, tiny_tarball, monkeypatch
+):
+    from imdb_torch.training.module import SentimentClassifier
+
+    def ctrl_c(self, batch, batch_idx):
+        raise KeyboardInterrupt  # where Lightning meets a Ctrl-C in the first step
+
+    monkeypatch.setattr(SentimentClassifier, "training_step", ctrl_c)
+    train_interrupted(tiny_tarball, tmp_path)
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not list(tmp_path.glob("lstm/version_*"))
+
+
 def test_an_interrupted_run_keeps_its_directory_once_an_epoch_is_saved(
     capsys, tmp_path, tiny_tarball, monkeypatch
 ):
     ctrl_c_in_epoch_two(monkeypatch)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    train_interrupted(tiny_tarball, tmp_path)
     err = capsys.readouterr().err
     assert "interrupted: 1 epoch saved in" in err and "resume with" in err  # counted from the file
     assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()
@@ -298,11 +300,7 @@ def test_an_interrupted_multi_process_run_is_explained_by_its_first_process_alon
     # From the end of the first epoch on, this process answers as a second rank would.
     monkeypatch.setattr(L.Trainer, "is_global_zero",
                         property(lambda self: self.current_epoch == 0))  # fmt: skip
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        assert train_cli.main(flags(tiny_tarball, tmp_path)) == 130
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    train_interrupted(tiny_tarball, tmp_path)
     err = capsys.readouterr().err
     assert "resume with" not in err and "nothing to resume" not in err
     assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()

@@ -139,12 +139,13 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
     progress = Progress(len(reviews))
     warned = Warnings(progress)
+    ascii_only = (sys.stdout.encoding or "").lower().replace("-", "") != "utf8"
     try:
         for start in range(0, len(reviews), BLOCK):
             predictions = predictor.predict(reviews[start : start + BLOCK], args.batch_size)
             warned.add(predictions, first_number=start + 1)
             for p in predictions:
-                print(_json_line(p) if args.json else _table_row(p))
+                print(_json_line(p, ascii_only) if args.json else _table_row(p))
             sys.stdout.flush()
             progress.update(start + len(predictions))
     finally:  # also when interrupted, or when the reader of the output has gone
@@ -153,13 +154,12 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _json_line(p) -> str:
-    utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
+def _json_line(p, ascii_only: bool) -> str:
     record = {"text": p.text, "positive": round(p.positive, 6), "label": p.label,
               "known_words": p.known_words, "words_read": p.words,
               "words": p.total_words, "warning": p.warning}  # fmt: skip
     # allow_nan=False: every line is JSON (the weights are checked to be finite).
-    return json.dumps(record, ensure_ascii=not utf8, allow_nan=False)
+    return json.dumps(record, ensure_ascii=ascii_only, allow_nan=False)
 
 
 def _table_row(p) -> str:
