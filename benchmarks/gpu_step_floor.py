@@ -10,6 +10,8 @@ batches (``DeviceBatches``) in three ways, and the median epoch of ``--epochs`` 
   and replayed for every full batch (the last, smaller batch runs eagerly).
 
     python benchmarks/gpu_step_floor.py --data aclImdb_v1.tar.gz --device cuda
+    python benchmarks/gpu_step_floor.py --data aclImdb_v1.tar.gz --presets gru --epochs 2 \
+        --profile-trainer    # where a step inside the Trainer spends the host's time
 """
 
 from __future__ import annotations
@@ -134,6 +136,48 @@ def profile_steps(settings, datamodule, device, steps: int = 50) -> None:
     print(profiler.key_averages().table(sort_by=sort, row_limit=18, max_name_column_width=50))
 
 
+def profile_trainer(settings, device, steps: int = 50) -> None:
+    """A profile of ``steps`` training steps inside ``train.py``'s Trainer, in the second
+    epoch (after any CUDA graphs were recorded; ``--epochs`` at least 2): where the host's
+    time goes around the network, and how many calls into the CUDA runtime (launches, waits)
+    each step makes."""
+    import lightning as L
+
+    class Window(L.Callback):
+        def __init__(self):
+            self.profiler, self.first = None, 100
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == self.first:
+                sync(device)
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if device.type == "cuda":
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.profiler is not None and batch_idx == self.first + steps - 1:
+                sync(device)
+                self.profiler.__exit__(None, None, None)
+                report(self.profiler.key_averages())
+                self.profiler = None
+
+    def report(events) -> None:
+        sort = "self_cpu_time_total"
+        print(events.table(sort_by=sort, row_limit=25, max_name_column_width=50))
+        runtime = sorted((e for e in events if e.key.startswith("cuda")), key=lambda e: -e.count)
+        if runtime:
+            print("calls into the CUDA runtime per step: " + ", ".join(
+                f"{e.key} {e.count / steps:.1f}" for e in runtime))  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = prepare(settings, logdir=Path(tmp), name="profile", version=0, progress=False,
+                      hardware=Hardware(accelerator=device.type, devices=1))  # fmt: skip
+        run.trainer.callbacks.append(Window())
+        run.fit()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="as train.py's --data")
@@ -141,6 +185,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--profile", action="store_true", help="a profiler table per preset")
+    parser.add_argument(
+        "--profile-trainer",
+        action="store_true",
+        help="a profiler table of 50 steps inside train.py's Trainer per preset",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -170,6 +219,11 @@ def main() -> int:
         if args.profile:
             try:
                 profile_steps(settings, datamodule, device)
+            except Exception:  # noqa: BLE001
+                print(f"profile failed:\n{traceback.format_exc(limit=6)}")
+        if args.profile_trainer:
+            try:
+                profile_trainer(settings, device)
             except Exception:  # noqa: BLE001
                 print(f"profile failed:\n{traceback.format_exc(limit=6)}")
     return 0

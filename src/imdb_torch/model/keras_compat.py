@@ -203,14 +203,15 @@ class KerasRMSprop(torch.optim.Optimizer):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            square_avgs, squares = [], []
-            for p, grad in zip(params, grads, strict=True):
+            squares = list(torch._foreach_mul(grads, grads))  # g², every weight's in one call
+            square_avgs = []
+            for i, p in enumerate(params):
                 state = self.state[p]
                 if "square_avg" not in state:
                     state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 square_avgs.append(state["square_avg"])
-                embedding = occurrence_squares is not None and p is self.occurrences.weight
-                squares.append(occurrence_squares if embedding else grad * grad)
+                if occurrence_squares is not None and p is self.occurrences.weight:
+                    squares[i] = occurrence_squares
             # The docstring's two lines for every weight at once; per weight p, they read
             # v.mul_(rho).add_(g², alpha=1 - rho); p.addcdiv_(g, (v + eps).sqrt(), value=-lr).
             torch._foreach_mul_(square_avgs, group["rho"])
