@@ -7,7 +7,10 @@ batches (``DeviceBatches``) in three ways, and the median epoch of ``--epochs`` 
 * ``eager``: a plain loop, forward, backward, optimiser step, the epoch's metrics kept on the
   device, then the validation pass: what the step costs without Lightning's hooks;
 * ``graphed``: the same loop with the whole training step captured once as a CUDA graph
-  and replayed for every full batch (the last, smaller batch runs eagerly).
+  and replayed for every full batch (the last, smaller batch runs eagerly);
+* ``no-network``: the Trainer of ``lightning`` with a network that computes nothing (one
+  weight as every logit): the floor that Lightning's loop, the loss, the metrics and the
+  optimiser's step set under any network.
 
     python benchmarks/gpu_step_floor.py --data aclImdb_v1.tar.gz --device cuda
     python benchmarks/gpu_step_floor.py --data aclImdb_v1.tar.gz --presets gru --epochs 2 \
@@ -42,10 +45,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def lightning_epochs(settings, device, epochs: int) -> list[float]:
+class NoNetwork(torch.nn.Module):
+    """A network that computes nothing: one weight, every review's logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.logit.expand(tokens.shape[0])
+
+
+def lightning_epochs(settings, device, epochs: int, no_network: bool = False) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         run = prepare(settings, logdir=Path(tmp), name="floor", version=0, progress=False,
                       hardware=Hardware(accelerator=device.type, devices=1))  # fmt: skip
+        if no_network:  # what is left is Lightning's loop, the loss, metrics and optimiser
+            run.model.net, run.model.cuda_graphs = NoNetwork(), False
         run.fit()
     return [row["seconds"] for row in run.history.epochs]
 
@@ -203,6 +219,7 @@ def main() -> int:
         ways = {
             "lightning": partial(lightning_epochs, settings, device, args.epochs),
             "eager": partial(loop_epochs, settings, datamodule, device, args.epochs, False),
+            "no-network": partial(lightning_epochs, settings, device, args.epochs, True),
         }
         if device.type == "cuda":
             ways["graphed"] = partial(loop_epochs, settings, datamodule, device, args.epochs, True)
@@ -210,12 +227,12 @@ def main() -> int:
             try:
                 seconds = epochs()
                 print(
-                    f"{preset:13s} {way:9s} median epoch {statistics.median(seconds[1:]):.3f} s"
+                    f"{preset:13s} {way:10s} median epoch {statistics.median(seconds[1:]):.3f} s"
                     f"  ({', '.join(f'{s:.3f}' for s in seconds)})",
                     flush=True,
                 )
             except Exception:  # noqa: BLE001  (a way that fails is reported, the rest still run)
-                print(f"{preset:13s} {way:9s} failed:\n{traceback.format_exc(limit=6)}")
+                print(f"{preset:13s} {way:10s} failed:\n{traceback.format_exc(limit=6)}")
         if args.profile:
             try:
                 profile_steps(settings, datamodule, device)
