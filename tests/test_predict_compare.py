@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from imdb_torch.cli import compare as compare_cli
 from imdb_torch.cli import predict as predict_cli
@@ -14,8 +15,10 @@ from imdb_torch.cli import train as train_cli
 from imdb_torch.data.datamodule import IMDBDataModule
 from imdb_torch.data.sequences import RaggedSequences, pad_sequences
 from imdb_torch.data.text import encode, tokenize
-from imdb_torch.predictor import Predictor
+from imdb_torch.predictor import Prediction, Predictor
 from imdb_torch.training.checkpoint import datamodule_settings, read_checkpoint
+
+from .conftest import make_reviews, write_tarball
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +115,51 @@ def test_compare_overlays_runs_and_reports_test_accuracy(runs, capsys):
     assert gru_line.split()[1] == "4" and gru_line.split()[-1] != "-"
     assert lstm_line.split()[-1] == "-"  # not evaluated yet
     assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_marks_a_test_result_of_another_epoch_than_the_best(runs, capsys):
+    # As after --resume found a better epoch than the one test.py measured.
+    assert test_cli.main(["--ckpt", str(runs / "gru.ckpt"), "--no-progress"]) == 0
+    run_dir = runs / "logs" / "gru" / "version_0"
+    record = json.loads((run_dir / "test.json").read_text())
+    capsys.readouterr()
+    assert compare_cli.main([str(run_dir), "--out", str(runs / "c.png")]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "gru/" in line)
+    best = int(line.split()[2])
+    assert record["epoch"] == best and not line.endswith("*")
+
+    record["epoch"] = best - 1 if best > 1 else best + 1
+    (run_dir / "test.json").write_text(json.dumps(record))
+    assert compare_cli.main([str(run_dir), "--out", str(runs / "c.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("gru/")).endswith("*")
+    assert f"test_acc is epoch {record['epoch']}'s model, not the best epoch {best}'s" in (
+        "\n".join(lines)
+    )
+
+
+def test_test_py_calls_reviews_as_its_accuracy_counts_them(runs, tmp_path, capsys):
+    # Every probability exactly 0.5 (a head of zeros), on a test set of 40 positive and 20
+    # negative reviews: Keras's rule calls them all negative, test_acc and the report alike.
+    checkpoint = torch.load(runs / "gru.ckpt", weights_only=True)
+    for name in ("net.head.weight", "net.head.bias"):
+        checkpoint["state_dict"][name].zero_()
+    torch.save(checkpoint, tmp_path / "undecided.ckpt")
+    files = {name: text for name, text in make_reviews().items()
+             if not any(name.startswith(f"aclImdb/test/neg/{i}_") for i in range(20))}  # fmt: skip
+    data = write_tarball(files, tmp_path / "fewer_negatives.tar.gz")
+    argv = ["--ckpt", str(tmp_path / "undecided.ckpt"), "--data", str(data), "--no-progress"]
+    assert test_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    test_acc = float(next(line for line in out.splitlines() if line.startswith("test_acc:"))[9:])
+    report_acc = next(line for line in out.splitlines() if line.strip().startswith("accuracy"))
+    assert test_acc == pytest.approx(20 / 60, abs=1e-4)
+    assert float(report_acc.split()[1]) == pytest.approx(test_acc, abs=1e-4)
+
+
+def test_a_probability_of_one_half_is_called_negative():
+    prediction = Prediction(text="", positive=0.5, known_words=1, words=1, total_words=1)
+    assert prediction.label == "negative"
 
 
 def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):

@@ -17,6 +17,7 @@ from .training.checkpoint import (
     read_checkpoint,
     vocabulary,
 )
+from .training.module import is_positive
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Prediction:
 
     @property
     def label(self) -> str:
-        return "positive" if self.positive >= 0.5 else "negative"
+        return "positive" if is_positive(self.positive) else "negative"
 
 
 class Predictor:

@@ -70,13 +70,22 @@ def table(runs: list[Run]) -> str:
     lines = [
         f"{'run':<{width}} {'epochs':>6} {'best':>5} {'val_loss':>9} {'val_acc':>8} {'test_acc':>9}"
     ]
+    other_epochs = []  # test results of another model than the best epoch's
     for item in runs:
         best = item.best() or {}
-        test_acc = (item.test or {}).get("test_acc")
+        test_acc = number((item.test or {}).get("test_acc"))
+        if item.tested_epoch() is not None:
+            other_epochs.append(item)
+            test_acc += "*"
         lines.append(
             f"{item.name:<{width}} {len(item.history):>6} {best.get('epoch', '-'):>5} "
             f"{number(best.get('val_loss')):>9} {number(best.get('val_acc')):>8} "
-            f"{number(test_acc):>9}"
+            f"{test_acc:>9}"
+        )
+    for item in other_epochs:
+        lines.append(
+            f"* {item.name}: test_acc is epoch {item.tested_epoch()}'s model, not the best "
+            f"epoch {item.best()['epoch']}'s; test.py on the run's best checkpoint measures it"
         )
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from ..training.checkpoint import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from ..training.module import is_positive
 from ..training.trainer import evaluate
 from .common import (
     hardware_from_flags,
@@ -55,7 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
     metrics = evaluate(model, datamodule, hardware, progress=not args.no_progress)
     probabilities = torch.cat(model.test_probabilities).numpy()
     labels = datamodule.test_set.labels.numpy().astype(np.int64)
-    predicted = (probabilities >= 0.5).astype(np.int64)
+    predicted = is_positive(probabilities).astype(np.int64)  # as test_acc counts hits
 
     # Recorded before anything is printed: a reader that stops early (| head) loses nothing.
     try:
@@ -67,7 +68,11 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
     print()
-    print(classification_report(labels, predicted, target_names=["negative", "positive"], digits=4))
+    print(
+        classification_report(
+            labels, predicted, target_names=["negative", "positive"], digits=4, zero_division=0
+        )
+    )  # a class never predicted: 0, not a warning
     matrix = confusion_matrix(labels, predicted)
     print("confusion matrix (rows: true, columns: predicted)")
     print(f"{'':>10}{'negative':>10}{'positive':>10}")

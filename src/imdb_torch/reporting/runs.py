@@ -25,7 +25,7 @@ def write_test_result(
     and the accuracy beside the run's curves at ``epoch``, so that TensorBoard's HParams
     table shows it with the run's settings. ``data``: the data module's ``source_record()``."""
     record = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
-              "test_reviews": reviews, "checkpoint": str(checkpoint.resolve()),
+              "test_reviews": reviews, "checkpoint": str(checkpoint.resolve()), "epoch": epoch,
               "data": data.get("path"), "data_sha256": data.get("fingerprint")}  # fmt: skip
     with atomic_path(run_dir / TEST_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
@@ -43,6 +43,16 @@ class Run:
     def best(self) -> dict[str, float] | None:
         rows = [row for row in self.history if "val_loss" in row]
         return min(rows, key=lambda row: row["val_loss"]) if rows else None
+
+    def tested_epoch(self) -> int | None:
+        """The epoch whose model the test result measured, when it is not the best epoch's:
+        a checkpoint other than the best was tested, or training went on (--resume) and found
+        a better epoch since. ``None`` when it is the best, or is not recorded."""
+        epoch = (self.test or {}).get("epoch")
+        best = self.best()
+        if isinstance(epoch, int) and best is not None and epoch != best["epoch"]:
+            return epoch
+        return None
 
 
 def run_dir_of(checkpoint: dict) -> Path | None:

@@ -135,10 +135,10 @@ class SentimentClassifier(L.LightningModule):
         # (Not update(loss, weight): MeanMetric drops weights under nan_strategy="disable",
         # torchmetrics issue #3434.)
         epoch_loss.update(loss.detach().expand(len(labels)))
-        # A hit: the sigmoid above 0.5 exactly when the review is positive (Keras's
-        # binary_accuracy). Not torchmetrics' BinaryAccuracy, which costs three times as much
-        # and reads the values on the host (docs/performance.md).
-        hits = (torch.sigmoid(logits.detach()) > 0.5) == labels.bool()
+        # A hit: called positive (is_positive) exactly when the review is positive. Not
+        # torchmetrics' BinaryAccuracy, which costs three times as much and reads the values on
+        # the host (docs/performance.md).
+        hits = is_positive(torch.sigmoid(logits.detach())) == labels.bool()
         epoch_acc.update(hits.float())
         # Logged once, at the epoch's last batch (self.log at every step would cost a quarter
         # of a step: docs/performance.md); Lightning computes and resets the metrics at the
@@ -275,6 +275,13 @@ class SentimentClassifier(L.LightningModule):
         if self.graphed_training is not None:
             self.graphed_training.release()  # the graphs' memory goes back to the GPU
         self.graphed_training = None
+
+
+def is_positive(probability):
+    """Keras's binary_accuracy rule: a review is called positive when its probability is above
+    0.5 (at exactly 0.5, negative). For a tensor, an array or a number alike; the accuracy,
+    test.py's report and predict.py's labels all call reviews by it."""
+    return probability > 0.5
 
 
 def answer(network_logits: torch.Tensor, ngram_logits: torch.Tensor) -> torch.Tensor:
