@@ -36,7 +36,10 @@ from imdb_torch.training.console import EpochLines  # noqa: E402
 from imdb_torch.training.module import SentimentClassifier  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--data", help="imdb.npz or aclImdb_v1.tar.gz (default: Keras's imdb.npz)")
+parser.add_argument(
+    "--data",
+    help="imdb.npz, aclImdb_v1.tar.gz or an aclImdb/ directory (default: Keras's imdb.npz)",
+)
 parser.add_argument("--epochs", type=int, default=100, help="at most (default 100)")
 parser.add_argument(
     "--out", default="lesson_9_3", help="where checkpoints and plots go (default: lesson_9_3)"

@@ -157,6 +157,21 @@ def test_test_py_calls_reviews_as_its_accuracy_counts_them(runs, tmp_path, capsy
     assert float(report_acc.split()[1]) == pytest.approx(test_acc, abs=1e-4)
 
 
+def test_a_checkpoint_that_does_not_record_its_data(runs, tiny_tarball, tmp_path, capsys):
+    # As examples/lesson_9_3.py writes them: a Trainer fitted on plain DataLoaders.
+    checkpoint = torch.load(runs / "gru.ckpt", weights_only=True)
+    del checkpoint["datamodule_hyper_parameters"], checkpoint["IMDBDataModule"]
+    torch.save(checkpoint, tmp_path / "weights_only.ckpt")
+    ckpt = str(tmp_path / "weights_only.ckpt")
+    assert test_cli.main(["--ckpt", ckpt, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not record the data it was trained on" in err and "--data" in err
+    assert test_cli.main(["--ckpt", ckpt, "--data", str(tiny_tarball), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert predict_cli.main(["--ckpt", ckpt, "a fine film"]) == 2
+    assert "it was not written by train.py" in capsys.readouterr().err
+
+
 def test_a_probability_of_one_half_is_called_negative():
     prediction = Prediction(text="", positive=0.5, known_words=1, words=1, total_words=1)
     assert prediction.label == "negative"

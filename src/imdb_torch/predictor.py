@@ -15,6 +15,7 @@ from .training.checkpoint import (
     datamodule_settings,
     model_from_checkpoint,
     read_checkpoint,
+    records_its_data,
     vocabulary,
 )
 from .training.module import is_positive
@@ -65,9 +66,14 @@ class Predictor:
         self.truncating = settings.get("truncating", "pre")
         words = vocabulary(checkpoint)
         if not words:
+            why = (
+                "it was trained on imdb.npz while Keras's word index was unavailable"
+                if records_its_data(checkpoint)
+                else "it was not written by train.py, e.g. examples/lesson_9_3.py wrote it"
+            )
             raise UserError(
-                "this checkpoint carries no vocabulary (it was trained on imdb.npz while Keras's "
-                "word index was unavailable), so raw text cannot be encoded for it"
+                f"this checkpoint carries no vocabulary ({why}), so raw text cannot be encoded "
+                "for it"
             )
         self.index = word_to_index(words)
 

@@ -170,9 +170,10 @@ def build_test_parser() -> ArgumentParser:
         ),
     )
     parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
-    parser.add_argument(
-        "--data", default=None, help="data source; default: the one the checkpoint was trained on"
-    )
+    parser.add_argument("--data", default=None,
+                        help="data source; default: the one the checkpoint was trained on (a "
+                             "checkpoint not written by train.py, e.g. examples/lesson_9_3.py's, "
+                             "records none: name it here)")  # fmt: skip
     parser.add_argument(
         "--cache-dir", default=None, help="the cache directory (default: as train.py)"
     )

@@ -18,6 +18,7 @@ from ..training.checkpoint import (
     datamodule_settings,
     model_from_checkpoint,
     read_checkpoint,
+    records_its_data,
 )
 from ..training.module import is_positive
 from ..training.trainer import evaluate
@@ -41,6 +42,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.batch_size > 65536:
         raise UserError(f"--batch-size must be at most 65536, got {args.batch_size}")
     checkpoint = read_checkpoint(args.ckpt)
+    if args.data is None and not records_its_data(checkpoint):
+        # Else the default data would be taken for it, perhaps with another vocabulary.
+        raise UserError(f"{args.ckpt} does not record the data it was trained on (it was not "
+                        "written by train.py): name that data with --data")  # fmt: skip
     model = model_from_checkpoint(checkpoint, fused_rnn=not args.plain_rnn)
     quiet_lightning()
 

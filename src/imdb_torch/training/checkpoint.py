@@ -170,6 +170,13 @@ def datamodule_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return dict(settings)
 
 
+def records_its_data(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` says which data it was trained on, as train.py's do (the data
+    module's settings). A Trainer fitted on plain DataLoaders, as examples/lesson_9_3.py's
+    is, saves the weights and the model's settings alone."""
+    return "datamodule_hyper_parameters" in checkpoint
+
+
 def vocabulary(checkpoint: dict[str, Any]) -> list[str]:
     """Words by rank that the model was trained with (``words[r - 1]`` has index ``r + 3``)."""
     state = checkpoint.get("IMDBDataModule", {})
