@@ -337,3 +337,24 @@ def _launch_in_a_fresh_process(tool: str, flags: list[str]) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
     )
+
+
+def test_every_installed_command_is_its_script(monkeypatch, capsys):
+    # pyproject.toml's [project.scripts]: imdb-torch-X answers as scripts/X.py does.
+    import importlib
+
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]\n")[1]
+    lines = section.split("\n[")[0].splitlines()  # until the next table
+    scripts = dict(
+        (part.strip().strip('"') for part in line.split("=")) for line in lines if "=" in line
+    )
+    assert {name.removeprefix("imdb-torch-") for name in scripts} == {
+        path.stem for path in (ROOT / "scripts").glob("*.py")
+    }
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        monkeypatch.setattr(sys, "argv", [name, "--help"])
+        with pytest.raises(SystemExit) as stopped:
+            getattr(importlib.import_module(module), function)()
+        assert stopped.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: {name.removeprefix('imdb-torch-')}.py")

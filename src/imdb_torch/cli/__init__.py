@@ -37,9 +37,23 @@ def launch(tool: str, argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def train_command() -> int:  # the imdb-torch-train command (pyproject.toml)
+# The installed commands (pyproject.toml's [project.scripts]): imdb-torch-train is
+# scripts/train.py, and so on.
+def train_command() -> int:
     return launch("train")
 
 
-def test_command() -> int:  # the imdb-torch-test command
+def test_command() -> int:
     return launch("test")
+
+
+def predict_command() -> int:
+    return launch("predict")
+
+
+def compare_command() -> int:
+    return launch("compare")
+
+
+def reproduce_command() -> int:
+    return launch("reproduce")
