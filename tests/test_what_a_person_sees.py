@@ -301,3 +301,30 @@ def test_predict_counts_a_single_warning_past_the_first_five_in_the_singular(run
     assert predict_cli.main(["--ckpt", str(run[0] / "best.ckpt"), "--file", str(reviews),
                              "--json"]) == 0  # fmt: skip
     assert capsys.readouterr().err.splitlines()[-1] == "... and 1 more review with a warning"
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_test_py_stopped_while_evaluating_says_so(run, monkeypatch, capsys, signum):
+    """Lightning ends an interrupted test with exit(1) after its own tidying up: still an
+    interrupt, in one line, with the status a shell gives that signal."""
+    import signal
+
+    from imdb_torch.cli import test as test_cli
+    from imdb_torch.training.module import SentimentClassifier
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # else the test would end pytest
+    test_step = SentimentClassifier.test_step
+
+    def signalled_at_the_second_batch(self, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), getattr(signal, signum))
+        return test_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SentimentClassifier, "test_step", signalled_at_the_second_batch)
+    argv = ["--ckpt", str(run[0] / "best.ckpt"), "--batch-size", "16", "--no-progress"]
+    status = test_cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 128 + getattr(signal, signum), err
+    assert err.strip().splitlines()[-1] == "test.py: interrupted" and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler

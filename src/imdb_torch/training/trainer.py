@@ -158,7 +158,14 @@ def evaluate(
         enable_progress_bar=progress and sys.stderr.isatty(),
         enable_model_summary=False,
     )
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    try:
+        trainer.test(model, datamodule=datamodule, verbose=False)
+    except SystemExit:
+        # Lightning ends a Ctrl-C'd (or SIGTERM'd) run with exit(1) after its own tidying up:
+        # an interrupt, for the tools to report as one.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     # callback_metrics: the module logs to the progress bar and callbacks, not to a logger.
     metrics = trainer.callback_metrics
     return {key: float(value) for key, value in metrics.items() if key.startswith("test_")}
