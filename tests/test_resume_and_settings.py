@@ -149,6 +149,9 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--devices", "0,1", "--devices 0,1: on the CPU give a number of processes"),
         ("--strategy", "nope", "--strategy 'nope'"),
         ("--strategy", "ddp_fork", "use --strategy ddp"),  # its workers keep the history
+        ("--strategy", "fsdp", "requires a GPU accelerator"),  # refused by Lightning itself
+        ("--strategy", "deepspeed", "--strategy deepspeed"),  # a package not installed
+        ("--accelerator", "tpu", "--accelerator tpu"),  # listed, but no TPU here
         ("--name", "../escape", "--name '../escape': give a plain name"),
         ("--seed", "abc", "expected a whole number, got 'abc'"),
         ("--num-nodes", "2", "none is set here"),  # not a wait for machines that never come

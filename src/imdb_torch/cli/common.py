@@ -13,6 +13,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -83,7 +84,27 @@ def hardware_from_flags(args) -> Hardware:
                         "supported; use --strategy ddp")  # fmt: skip
     num_nodes = getattr(args, "num_nodes", 1)
     _check_nodes(num_nodes)
-    return Hardware(args.accelerator, devices, strategy, num_nodes, args.precision)
+    hardware = Hardware(args.accelerator, devices, strategy, num_nodes, args.precision)
+    _check_with_lightning(hardware)
+    return hardware
+
+
+def _check_with_lightning(hardware: Hardware) -> None:
+    """The flags as Lightning takes them: a Trainer made and dropped, so that what Lightning
+    refuses (a strategy that needs a GPU, a package not installed, an accelerator this machine
+    lacks) is one line before any work, not a traceback after a run directory is made."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # its "GPU available" lines belong to the real Trainer
+    try:
+        L.Trainer(**asdict(hardware), logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001  (Lightning raises several kinds for this)
+        flags = f"--accelerator {hardware.accelerator} --strategy {hardware.strategy}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{flags}: {reason}") from None
+    finally:
+        logger.setLevel(level)
 
 
 # Where each machine of a multi-machine run learns its place: Lightning's own variables, or
