@@ -108,8 +108,67 @@ def test_resuming_a_finished_run_says_so(tmp_path, tiny_tarball, capsys):
     last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
     assert train_cli.main(["--resume", str(last), "--save", str(tmp_path / "b.ckpt")]) == 0
-    out = capsys.readouterr().out.strip()
-    assert len(out.splitlines()) == 1 and "has finished (2 of at most 2 epochs" in out
+    finished, copied = capsys.readouterr().out.strip().splitlines()
+    assert "has finished (2 of at most 2 epochs" in finished
+    # --save given again: the best model is copied there too, and nothing is trained.
+    assert copied.startswith("best model:") and (tmp_path / "b.ckpt").is_file()
+
+
+def test_a_resumed_run_copies_its_best_model_where_it_was_started_to(
+    tmp_path, tiny_tarball, monkeypatch, capsys
+):
+    # Started with --save mine.ckpt, resumed from elsewhere without it: the best model goes to
+    # mine.ckpt, and the best.ckpt of another experiment in this folder is left alone.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other").mkdir()
+    assert train_cli.main(relative_flags(tiny_tarball, "--max-epochs", "1")) == 0  # best.ckpt
+    others = (tmp_path / "best.ckpt").read_bytes()
+    argv = relative_flags(tiny_tarball, "--arch", "gru", "--max-epochs", "1")
+    argv[argv.index("best.ckpt")] = "mine.ckpt"
+    assert train_cli.main(argv) == 0
+    (tmp_path / "mine.ckpt").unlink()
+    monkeypatch.chdir(tmp_path / "other")
+    last = tmp_path / "lightning_logs" / "gru" / "version_0" / "checkpoints" / "last.ckpt"
+    assert train_cli.main(["--resume", str(last), "--max-epochs", "2", "--no-progress"]) == 0
+    assert "best model:  " in capsys.readouterr().out
+    assert (tmp_path / "mine.ckpt").is_file() and not (tmp_path / "other" / "best.ckpt").exists()
+    assert (tmp_path / "best.ckpt").read_bytes() == others
+
+
+def test_a_run_stopped_before_copying_its_best_model_copies_it_on_resume(
+    tmp_path, tiny_tarball, capsys
+):
+    # As a run killed after its last checkpoint was written, before the copy to --save.
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "2")) == 0
+    (tmp_path / "best.ckpt").unlink()
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    assert train_cli.main(["--resume", str(last)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    (best,) = (tmp_path / "lstm" / "version_0" / "checkpoints").glob("best-*.ckpt")
+    assert (tmp_path / "best.ckpt").read_bytes() == best.read_bytes()
+
+
+def test_resuming_an_older_checkpoint_than_the_runs_last_is_refused(tmp_path, tiny_tarball, capsys):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    checkpoints = tmp_path / "lstm" / "version_0" / "checkpoints"
+    shutil.copy(checkpoints / "last.ckpt", checkpoints / "old.ckpt")
+    assert train_cli.main(["--resume", str(checkpoints / "last.ckpt"), "--max-epochs", "2"]) == 0
+    before = sorted(p.name for p in checkpoints.iterdir())
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(checkpoints / "old.ckpt"), "--max-epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "old.ckpt holds 1 epoch, the run's last.ckpt 2" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in checkpoints.iterdir()) == before
+
+
+def test_save_cannot_be_the_log_directory(tmp_path, tiny_tarball, capsys):
+    logs = tmp_path / "logs"
+    argv = flags(tiny_tarball, tmp_path, "--max-epochs", "1")
+    argv[argv.index("--logdir") + 1] = str(logs)
+    argv[argv.index("--save") + 1] = str(logs)
+    assert train_cli.main(argv) == 2
+    assert "that is where the logs go" in capsys.readouterr().err
+    assert not logs.exists()
 
 
 def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_tarball):

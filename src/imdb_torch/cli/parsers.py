@@ -69,6 +69,7 @@ def add_plain_rnn_flag(parser) -> None:
 
 
 DEFAULT_LOGDIR = "lightning_logs"
+DEFAULT_SAVE = "best.ckpt"
 
 TRAIN_EPILOG = """\
 presets (the lesson's four experiments; flags given as well override them):
@@ -142,9 +143,9 @@ def build_train_parser() -> TrainParser:
     out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
     out.add_argument(
         "--save",
-        default="best.ckpt",
+        default=None,
         help="where the best model is copied at the end, replacing an earlier checkpoint but "
-        "no other file (default: best.ckpt)",
+        f"no other file (default: {DEFAULT_SAVE}; a resumed run: the --save it was started with)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument(

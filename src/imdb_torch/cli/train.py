@@ -30,6 +30,7 @@ from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, ru
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..reporting.runs import history_in, version_number
+from ..training.callbacks import SAVE_PATH_KEY
 from ..training.checkpoint import (
     check_vocabulary,
     checkpoint_file,
@@ -51,7 +52,7 @@ from .common import (
     second_signal_ends_it,
 )
 from .flags import given_settings
-from .parsers import DEFAULT_LOGDIR, build_train_parser
+from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser
 
 PROG = "train.py"
 
@@ -65,26 +66,33 @@ def _main(argv: Sequence[str] | None) -> int:
     # run directory made, so a mistake leaves nothing behind.
     args = build_train_parser().parse_args(argv)
     given = given_settings(args)
-    save_path = _checked_save_path(args.save)
+    if not args.resume:
+        save_path = _checked_save_path(args.save or DEFAULT_SAVE)
     hardware = hardware_from_flags(args)
     quiet_lightning()
     if args.resume:
         resume_path, run_dir = _resume_target(args, given)
         checkpoint = read_checkpoint(resume_path)
         epochs = epochs_to_resume_from(checkpoint)
+        _check_not_behind_last(resume_path, epochs, run_dir)
         settings = _resumed_settings(checkpoint, given)
+        # Where the run was started to copy its best model, unless --save names another place.
+        save_path = _checked_save_path(args.save or _recorded_save(checkpoint) or DEFAULT_SAVE)
+        name, logdir = run_dir.parent.name, run_dir.parent.parent
+        _check_save_apart(save_path, logdir)
         finished = _finished(checkpoint, epochs, settings)
         if finished:
             print(f"{run_dir} has finished ({finished}); nothing to resume")
             _draw_missing_plot(run_dir, checkpoint)
+            _copy_missing_best(run_dir, checkpoint, save_path, replace=args.save is not None)
             return 0
-        name, logdir = run_dir.parent.name, run_dir.parent.parent
         print(f"resuming {run_dir} from epoch {epochs}")
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
+        _check_save_apart(save_path, logdir)
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
     if args.resume:  # --data may move; the reviews it holds may not change
@@ -99,7 +107,7 @@ def _main(argv: Sequence[str] | None) -> int:
             run = prepare(
                 settings, logdir=logdir, name=name, version=version, hardware=hardware,
                 progress=not args.no_progress, fused_rnn=not args.plain_rnn,
-                cuda_graphs=not args.plain_rnn, datamodule=datamodule,
+                cuda_graphs=not args.plain_rnn, datamodule=datamodule, save_path=save_path,
             )  # fmt: skip
         except KeyboardInterrupt:
             _drop_if_unsaved(run_dir, new_run)
@@ -138,6 +146,59 @@ def _draw_missing_plot(run_dir: Path, checkpoint: dict) -> None:
         return
     plot_losses(rows, plot, title=run_dir.parent.name)
     print(f"loss plot:   {_shown(plot)}")
+
+
+def _copy_missing_best(run_dir: Path, checkpoint: dict, save_path: Path, replace: bool) -> None:
+    """A run stopped after its last checkpoint but before copying its best model to --save:
+    copied now (over an existing file only where --save was given again)."""
+    best = _best_checkpoint(run_dir, checkpoint)
+    if best is None or (save_path.exists() and not replace):
+        return
+    with atomic_path(save_path) as tmp:
+        shutil.copyfile(best, tmp)
+    print(f"best model:  {_shown(save_path)}  (also {_shown(best)})")
+
+
+def _best_checkpoint(run_dir: Path, checkpoint: dict) -> Path | None:
+    """The run's best checkpoint, as its ModelCheckpoint recorded it, in the run's own folder
+    (the run directory may have moved since)."""
+    for key, state in checkpoint.get("callbacks", {}).items():
+        recorded = state.get("best_model_path") if isinstance(state, dict) else None
+        if "Checkpoint" in key and isinstance(recorded, str) and recorded:
+            best = run_dir / "checkpoints" / Path(recorded).name
+            return best if best.is_file() else None
+    return None
+
+
+def _recorded_save(checkpoint: dict) -> str | None:
+    recorded = checkpoint.get(SAVE_PATH_KEY)
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
+def _check_save_apart(save_path: Path, logdir: Path) -> None:
+    """--save is a file; where the log directory is, or will be, it cannot be."""
+    save, logs = save_path.resolve(), logdir.resolve()
+    if save == logs or save in logs.parents:
+        raise UserError(f"--save {save_path}: that is where the logs go (--logdir {logdir}); "
+                        "give the best model a file name of its own, e.g. best.ckpt")  # fmt: skip
+
+
+def _check_not_behind_last(resume_path: Path, epochs: int, run_dir: Path) -> None:
+    """Resuming a checkpoint older than the run's last.ckpt would train the epochs between
+    them again and write over the run's later checkpoints."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() or last.resolve() == resume_path.resolve():
+        return
+    try:
+        saved = epochs_to_resume_from(read_checkpoint(last))
+    except UserError:
+        return  # a damaged last.ckpt: the one given is all there is
+    if saved > epochs:
+        raise UserError(
+            f"{resume_path.name} holds {epochs} epoch{'s' if epochs != 1 else ''}, the run's "
+            f"last.ckpt {saved}: resuming it would train epochs {epochs + 1} to {saved} again "
+            f"over the run's files; resume {last}, or copy the run directory first"
+        )
 
 
 def _end_other_ranks(run) -> None:

@@ -21,6 +21,7 @@ from ..fileio import atomic_path
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 HISTORY_FILE = "history.json"
 RUN_SETTINGS_KEY = "run_settings"
+SAVE_PATH_KEY = "save_path"  # train.py's --save, where the run's best model is copied
 
 
 class EpochHistory(L.Callback):
@@ -93,20 +94,24 @@ class RandomState(L.Callback):
 
 
 class RunSettings(L.Callback):
-    """Writes the run's ``RunConfig`` (epoch limit, patience, seed) into its checkpoints.
+    """Writes the run's ``RunConfig`` (epoch limit, patience, seed) into its checkpoints, and
+    where train.py copies its best model (``--save``), if given.
 
     The model's and the data's settings travel as the modules' hyperparameters; these belong
     to the Trainer, which saves the epoch reached but not its limit. A run resumed from a
-    checkpoint alone then stops where the original would have.
+    checkpoint alone then stops where the original would have, and leaves its best model
+    where the original would have.
     """
 
-    def __init__(self, run: RunConfig):
-        self.run = run
+    def __init__(self, run: RunConfig, save_path: Path | None = None):
+        self.run, self.save_path = run, save_path
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RUN_SETTINGS_KEY] = asdict(self.run)
+        if self.save_path is not None:
+            checkpoint[SAVE_PATH_KEY] = str(self.save_path.resolve())
 
 
 class TrainingDiverged(UserError):

@@ -86,13 +86,15 @@ def prepare(
     fused_rnn: bool = True,
     cuda_graphs: bool = True,
     datamodule: IMDBDataModule | None = None,
+    save_path: Path | None = None,
 ) -> Run:
     """Seed, then build the data module, the model and a Trainer with the lesson's callbacks.
 
     ``ModelCheckpoint`` keeps the best epoch by validation loss and the last one, both saved
     atomically; ``EarlyStopping`` stops after ``settings.run.patience`` epochs without
     improvement. ``datamodule`` replaces the one built from ``settings.data`` (a resumed run
-    keeps its own data settings).
+    keeps its own data settings). ``save_path``, where the caller copies the best model, is
+    recorded in the checkpoints for a resumed run to copy it to.
     """
     hardware = hardware or Hardware()
     check_precision(settings, hardware)
@@ -128,7 +130,7 @@ def prepare(
             EpochScalars(history, settings),
             *progress_callbacks(progress, history),
             RandomState(),
-            RunSettings(settings.run),
+            RunSettings(settings.run, save_path),
             checkpoint,
             # keras.callbacks.EarlyStopping(patience=3); restore_best_weights is restore_best().
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
