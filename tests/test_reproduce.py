@@ -81,7 +81,7 @@ def test_reproduce_refuses_jobs_that_would_mix_settings(tmp_path, tiny_tarball, 
     _one_line(
         capsys,
         reproduce_cli.main([*argv, "--seeds", "3", "-1", "--out", str(tmp_path / "new")]),
-        "--seed",
+        "--seeds must be a whole number",
     )
     assert not (tmp_path / "new").exists()
     # A finished run of other settings is not averaged with this one's, and that is found

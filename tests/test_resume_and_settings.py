@@ -110,6 +110,8 @@ def test_resuming_a_finished_run_says_so(tmp_path, tiny_tarball, capsys):
     assert train_cli.main(["--resume", str(last), "--save", str(tmp_path / "b.ckpt")]) == 0
     finished, copied = capsys.readouterr().out.strip().splitlines()
     assert "has finished (2 of at most 2 epochs" in finished
+    assert train_cli.main(["--resume", str(last), "--max-epochs", "1"]) == 0
+    assert "has finished (2 epochs, more than --max-epochs 1" in capsys.readouterr().out
     # --save given again: the best model is copied there too, and nothing is trained.
     assert copied.startswith("best model:") and (tmp_path / "b.ckpt").is_file()
 
@@ -404,7 +406,9 @@ def test_save_replaces_a_checkpoint_but_nothing_else(tmp_path, tiny_tarball, cap
     torch.save(torch.zeros(3), tensor)
     fifo = tmp_path / "pipe.ckpt"
     os.mkfifo(fifo)
-    for other, phrase in ((tensor, "is not a checkpoint"), (fifo, "not a regular file")):
+    below_a_file = notes / "best.ckpt"
+    for other, phrase in ((tensor, "is not a checkpoint"), (fifo, "not a regular file"),
+                          (below_a_file, "notes.txt is a file, not a directory")):  # fmt: skip
         code = train_cli.main([*args, "--save", str(other)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and phrase in err, err

@@ -135,6 +135,29 @@ def test_truncated_archive_is_refused(tiny_tarball, tmp_path):
         load_corpus(resolve_source(str(cut)))
 
 
+@pytest.mark.parametrize("compress", ["gzip", "bz2"])
+def test_a_compressed_file_that_is_not_a_tar_archive_is_one_line(tmp_path, compress):
+    import bz2
+    import gzip
+
+    path = tmp_path / f"notes.tar.{'gz' if compress == 'gzip' else 'bz2'}"
+    path.write_bytes((gzip if compress == "gzip" else bz2).compress(b"just some notes\n" * 50))
+    with pytest.raises(UserError, match="not a readable tar archive") as refused:
+        load_corpus(resolve_source(str(path)))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("index", [2**31, -(2**40)])
+def test_npz_word_indices_out_of_range_are_refused(tmp_path, index):
+    reviews = np.empty(2, dtype=object)
+    reviews[:] = [[1, index, 7], [4, 5]]
+    path = tmp_path / "imdb.npz"
+    np.savez(path, x_train=reviews, y_train=np.array([1, 0]), x_test=reviews,
+             y_test=np.array([0, 1]))  # fmt: skip
+    with pytest.raises(UserError, match="word indices must be non-negative"):
+        load_corpus(resolve_source(str(path)))
+
+
 def test_archive_without_reviews_is_refused(tmp_path):
     path = write_tarball({"photos/cat.txt": "meow"}, tmp_path / "photos.tar.gz")
     with pytest.raises(UserError, match="aclImdb layout"):

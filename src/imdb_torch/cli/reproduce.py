@@ -85,7 +85,10 @@ def _checked_out(out: Path) -> Path:
 def _settings(args, experiment: str, seed: int) -> Settings:
     given = {"data": _absolute(args.data), "cache_dir": args.cache_dir, "seed": seed,
              "max_epochs": args.max_epochs, "patience": args.patience}  # fmt: skip
-    return resolve(experiment, given)
+    try:
+        return resolve(experiment, given)
+    except UserError as exc:  # the settings speak of --seed; this program's flag is --seeds
+        raise UserError(str(exc).replace("--seed ", "--seeds ", 1)) from None
 
 
 def _absolute(data: str | None) -> str | None:

@@ -210,6 +210,10 @@ def _end_other_ranks(run) -> None:
 
 def _checked_save_path(text: str) -> Path:
     save_path = Path(text).expanduser()
+    if save_path.parent.exists() and not save_path.parent.is_dir():
+        raise UserError(
+            f"cannot save to {save_path}: {save_path.parent} is a file, not a directory"
+        )
     if not save_path.parent.is_dir():
         raise UserError(f"cannot save to {save_path}: directory {save_path.parent} does not exist")
     if save_path.is_dir():
@@ -324,8 +328,11 @@ def _held(run_dir: Path):
 
 def _finished(checkpoint: dict, epochs: int, settings: Settings) -> str:
     """Why a run that has finished ``epochs`` epochs is over, or "" if it is not."""
-    if epochs >= settings.run.max_epochs:
-        return f"{epochs} of at most {settings.run.max_epochs} epochs; --max-epochs raises it"
+    limit = settings.run.max_epochs
+    if epochs > limit:
+        return f"{epochs} epochs, more than --max-epochs {limit}; a larger --max-epochs goes on"
+    if epochs == limit:
+        return f"{epochs} of at most {limit} epochs; --max-epochs raises it"
     for key, state in checkpoint.get("callbacks", {}).items():
         if key.startswith("EarlyStopping") and isinstance(state, dict):
             waited, patience = state.get("wait_count", 0), state.get("patience", 0)

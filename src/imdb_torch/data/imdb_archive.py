@@ -56,7 +56,9 @@ def _from_archive(path: Path) -> Iterator[Review]:
                     if review:
                         yield review
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise UserError(f"{path} is truncated or not a readable tar archive ({exc})") from exc
+        # tarfile's message may list each compression it tried, one per line.
+        reason = " ".join(str(exc).split())
+        raise UserError(f"{path} is truncated or not a readable tar archive ({reason})") from exc
 
 
 def _check_size(source: Path, name: str, size: int, total: int) -> None:

@@ -94,7 +94,10 @@ def _to_ragged(reviews: np.ndarray, path: Path) -> RaggedSequences:
         lists = [[START, *(int(w) + INDEX_FROM for w in review)] for review in reviews]
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: reviews must be sequences of word indices ({exc})") from exc
-    ragged = RaggedSequences.from_lists(lists)
+    try:
+        ragged = RaggedSequences.from_lists(lists)
+    except OverflowError:
+        raise UserError(f"{path}: word indices must be non-negative and below 2**31") from None
     if (ragged.values < INDEX_FROM).sum() != len(ragged):
         raise UserError(f"{path}: word indices must be non-negative")
     return ragged
