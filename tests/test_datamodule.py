@@ -99,3 +99,24 @@ def test_prepare_data_leaves_an_existing_cache_unread(tiny_tarball, monkeypatch)
 
     monkeypatch.setattr(corpus_module, "_read_cache", refuse)
     IMDBDataModule(data=str(tiny_tarball)).prepare_data()
+
+
+def test_a_maxlen_whose_padded_reviews_would_not_fit_in_memory(tiny_tarball, monkeypatch):
+    import imdb_torch.data.datamodule as datamodule
+
+    # 80 training and 80 test reviews of 1,000 tokens: 1.9 MB, against 1 MB free.
+    monkeypatch.setattr(datamodule, "_available_memory", lambda: 2**20)
+    with pytest.raises(UserError, match="--maxlen 1000: 160 reviews padded to it need about"):
+        IMDBDataModule(data=str(tiny_tarball), maxlen=1000).setup("fit")
+    monkeypatch.setattr(datamodule, "_available_memory", lambda: 2**30)
+    IMDBDataModule(data=str(tiny_tarball), maxlen=1000).setup("fit")
+
+
+def test_free_memory_is_read_on_linux():
+    from pathlib import Path
+
+    import imdb_torch.data.datamodule as datamodule
+
+    free = datamodule._available_memory()
+    assert (free is not None) == Path("/proc/meminfo").is_file()
+    assert free is None or free > 2**20

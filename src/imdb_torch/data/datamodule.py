@@ -142,6 +142,7 @@ class IMDBDataModule(L.LightningDataModule):
             tokens = pad_sequences(sequences, hp.maxlen, hp.padding, hp.truncating)
             return cap_vocabulary(tokens, hp.num_words)
 
+        _check_memory(hp.maxlen, len(corpus.train), len(corpus.test))
         train_tokens = padded(corpus.train)
         validation = math.ceil(hp.val_size * len(train_tokens))  # as train_test_split counts
         if not 0 < validation < len(train_tokens):
@@ -201,6 +202,31 @@ class IMDBDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.words = list(state_dict.get("words", []))
         self.trained_on = dict(state_dict.get("source", {}))
+
+
+def _check_memory(maxlen: int, train_reviews: int, test_reviews: int) -> None:
+    """Padded to ``maxlen``, every review is a row of int64 tokens, the training rows twice
+    while they are split: refused in one line where that would not fit in memory."""
+    needed = 8 * maxlen * (2 * train_reviews + test_reviews)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise UserError(
+            f"--maxlen {maxlen}: {train_reviews + test_reviews:,} reviews padded to it need about "
+            f"{needed / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB is free; "
+            "choose a smaller --maxlen"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _check_settings(num_words, maxlen, padding, truncating, val_size, batch_size, eval_batch_size):
