@@ -120,3 +120,21 @@ def test_free_memory_is_read_on_linux():
     free = datamodule._available_memory()
     assert (free is not None) == Path("/proc/meminfo").is_file()
     assert free is None or free > 2**20
+
+
+def test_reviews_that_cannot_be_cached_are_read_once(tiny_tarball, monkeypatch, recwarn):
+    import imdb_torch.data.corpus as corpus_module
+
+    builds = []
+    build = corpus_module._build
+    monkeypatch.setattr(corpus_module, "_build", lambda source: builds.append(1) or build(source))
+
+    def disk_refuses(corpus, path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(corpus_module, "_write_cache", disk_refuses)
+    datamodule = IMDBDataModule(data=str(tiny_tarball))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(builds) == 1 and len(datamodule.train_set) > 0
+    assert sum("could not cache" in str(w.message) for w in recwarn) == 1

@@ -108,11 +108,15 @@ def _cache_file(source: DataSource, cache_dir: Path) -> Path:
     return cache_dir / f"corpus-{source.kind}-{source.fingerprint[:24]}-v{CORPUS_FORMAT}.npz"
 
 
-def prepare_corpus(source: DataSource, cache_dir: Path | None = None) -> None:
-    """Build and cache the source's corpus unless it is cached already; reads nothing then."""
+def prepare_corpus(source: DataSource, cache_dir: Path | None = None) -> Corpus | None:
+    """Build and cache the source's corpus unless it is cached already; reads nothing then.
+    Returns the corpus where it was built but could not be cached, for the caller to keep
+    rather than build it a second time."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if not _cache_file(source, cache_dir).is_file():
-        load_corpus(source, cache_dir)
+    if _cache_file(source, cache_dir).is_file():
+        return None
+    corpus = load_corpus(source, cache_dir)
+    return None if _cache_file(source, cache_dir).is_file() else corpus
 
 
 def load_corpus(source: DataSource, cache_dir: Path | None = None) -> Corpus:

@@ -110,6 +110,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.source: DataSource | None = None
         self.trained_on: dict[str, str] = {}  # the source a loaded checkpoint was trained on
         self.train_set = self.val_set = self.test_set = None
+        self._uncached: Corpus | None = None  # built by prepare_data, where no cache took it
 
     @property
     def cache_dir(self) -> Path | None:
@@ -118,13 +119,16 @@ class IMDBDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Runs once per machine: the download and the tokenisation land in the shared cache.
         # A cached corpus is not read here: setup() reads it once, in every process.
-        prepare_corpus(resolve_source(self.hparams.data, self.cache_dir), self.cache_dir)
+        source = resolve_source(self.hparams.data, self.cache_dir)
+        self._uncached = prepare_corpus(source, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         source = self.source = resolve_source(self.hparams.data, self.cache_dir)
-        corpus = load_corpus(source, self.cache_dir)
+        corpus, self._uncached = self._uncached, None
+        if corpus is None:
+            corpus = load_corpus(source, self.cache_dir)
         words = corpus.words
         if source.kind == KERAS_NPZ:
             # The npz holds indices only; Keras's word index maps raw text onto them.
