@@ -4,6 +4,7 @@ process at a time), settings refused before any work, and a loss that stops bein
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,15 @@ def test_a_disk_that_fills_while_saving_is_one_line(tmp_path, tiny_tarball, caps
     code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "the disk is full" in err
+
+    # A writer's staging copy in the system's temporary folder is not named: the run is.
+    def full_while_staging(self, checkpoint, path, storage_options=None):
+        raise OSError(28, "No space left on device", tempfile.mktemp())
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full_while_staging)
+    code = train_cli.main(flags(tiny_tarball, tmp_path / "b", "--max-epochs", "1"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"the disk is full (while saving in {tmp_path / 'b'}" in err, err
 
 
 def test_history_json_is_valid_after_resume(tmp_path, tiny_tarball):

@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -126,14 +127,14 @@ def _main(argv: Sequence[str] | None) -> int:
                 _drop_if_unsaved(run_dir, new_run)
             return interrupted_status(run.trainer)
         except OSError as exc:
-            _raise_if_disk_full(exc)
+            _raise_if_disk_full(exc, run_dir)
             raise
         if not run.trainer.is_global_zero:
             return 0
         try:
             return _finish(run, save_path, name)
         except OSError as exc:
-            _raise_if_disk_full(exc)
+            _raise_if_disk_full(exc, run_dir)
             raise
 
 
@@ -297,11 +298,16 @@ def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None
             )
 
 
-def _raise_if_disk_full(exc: OSError) -> None:
+def _raise_if_disk_full(exc: OSError, run_dir: Path) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A file in the system's temporary folder is a writer's staging copy, which tells the
+        # user nothing: the run's directory does.
+        where = exc.filename
+        if not where or Path(where).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
+            where = f"while saving in {run_dir}"
         raise UserError(
-            f"the disk is full ({exc.filename or 'while saving'}); the files written before "
-            "are intact: free some space and continue with --resume"
+            f"the disk is full ({where}); the files written before are intact: free some "
+            "space and continue with --resume"
         ) from exc
 
 
