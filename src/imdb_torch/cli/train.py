@@ -67,8 +67,6 @@ def _main(argv: Sequence[str] | None) -> int:
     # run directory made, so a mistake leaves nothing behind.
     args = build_train_parser().parse_args(argv)
     given = given_settings(args)
-    if not args.resume:
-        save_path = _checked_save_path(args.save or DEFAULT_SAVE)
     hardware = hardware_from_flags(args)
     quiet_lightning()
     if args.resume:
@@ -93,6 +91,7 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = args.settings  # resolved and checked as the flags were parsed
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
+        save_path = _checked_save_path(args.save or DEFAULT_SAVE)
         _check_save_apart(save_path, logdir)
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
