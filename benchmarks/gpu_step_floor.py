@@ -159,9 +159,18 @@ def profile_trainer(settings, device, steps: int = 50) -> None:
     each step makes."""
     import lightning as L
 
+    if settings.run.max_epochs < 2:
+        print("--profile-trainer profiles the second epoch: give --epochs 2 or more")
+        return
+
     class Window(L.Callback):
         def __init__(self):
             self.profiler, self.first = None, 100
+
+        def on_train_start(self, trainer, module):
+            # Steps 100 to 149 of the epoch, or its last 50 if it has fewer batches.
+            self.first = max(0, min(self.first, trainer.num_training_batches - steps))
+            self.last = min(self.first + steps, trainer.num_training_batches) - 1
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if trainer.current_epoch == 1 and batch_idx == self.first:
@@ -173,13 +182,13 @@ def profile_trainer(settings, device, steps: int = 50) -> None:
                 self.profiler.__enter__()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if self.profiler is not None and batch_idx == self.first + steps - 1:
+            if self.profiler is not None and batch_idx == self.last:
                 sync(device)
                 self.profiler.__exit__(None, None, None)
-                report(self.profiler.key_averages())
+                report(self.profiler.key_averages(), self.last - self.first + 1)
                 self.profiler = None
 
-    def report(events) -> None:
+    def report(events, steps: int) -> None:
         sort = "self_cpu_time_total"
         print(events.table(sort_by=sort, row_limit=25, max_name_column_width=50))
         runtime = sorted((e for e in events if e.key.startswith("cuda")), key=lambda e: -e.count)

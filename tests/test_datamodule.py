@@ -136,5 +136,7 @@ def test_reviews_that_cannot_be_cached_are_read_once(tiny_tarball, monkeypatch, 
     datamodule = IMDBDataModule(data=str(tiny_tarball))
     datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.prepare_data()  # as Lightning's fit calls it again, after the tools' setup
+    datamodule.setup("fit")
     assert len(builds) == 1 and len(datamodule.train_set) > 0
     assert sum("could not cache" in str(w.message) for w in recwarn) == 1

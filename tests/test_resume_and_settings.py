@@ -151,6 +151,47 @@ def test_a_run_stopped_before_copying_its_best_model_copies_it_on_resume(
     assert (tmp_path / "best.ckpt").read_bytes() == best.read_bytes()
 
 
+def test_what_a_checkpoint_records_as_its_save_is_used_with_care(tmp_path, tiny_tarball, capsys):
+    # A checkpoint may come from someone else: its record names where train.py writes.
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    checkpoints = tmp_path / "lstm" / "version_0" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["save_path"] == str(tmp_path / "best.ckpt")
+    capsys.readouterr()
+    for recorded, phrase in (
+        (str(tmp_path / "authorized_keys"), "no usable --save"),
+        (str(tmp_path / "gone" / "b.ckpt"), "whose folder no longer exists"),
+    ):
+        checkpoint["save_path"] = recorded
+        torch.save(checkpoint, last)
+        assert train_cli.main(["--resume", str(last), "--max-epochs", "2"]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and "resume with --save PATH" in err
+    assert not (tmp_path / "authorized_keys").exists()
+    # A finished run's best checkpoint is copied only if it is one.
+    checkpoint["save_path"] = str(tmp_path / "copy.ckpt")
+    torch.save(checkpoint, last)
+    (best,) = checkpoints.glob("best-*.ckpt")
+    best.write_text("ssh-ed25519 AAAA not a checkpoint")
+    assert train_cli.main(["--resume", str(last)]) == 2
+    assert not (tmp_path / "copy.ckpt").exists()
+
+
+def test_a_finished_run_leaves_another_model_at_its_save_and_says_so(tmp_path, tiny_tarball,
+                                                                      capsys):  # fmt: skip
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    # Another experiment's best model, at the same --save.
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1", "--arch", "gru")) == 0
+    other = (tmp_path / "best.ckpt").read_bytes()
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(last)]) == 0
+    out = capsys.readouterr().out
+    assert "best.ckpt holds another; --save" in out
+    assert (tmp_path / "best.ckpt").read_bytes() == other
+
+
 def test_resuming_an_older_checkpoint_than_the_runs_last_is_refused(tmp_path, tiny_tarball, capsys):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     checkpoints = tmp_path / "lstm" / "version_0" / "checkpoints"
@@ -164,14 +205,22 @@ def test_resuming_an_older_checkpoint_than_the_runs_last_is_refused(tmp_path, ti
     assert sorted(p.name for p in checkpoints.iterdir()) == before
 
 
-def test_save_cannot_be_the_log_directory(tmp_path, tiny_tarball, capsys):
+@pytest.mark.parametrize(
+    ("save", "made"),
+    [("logs", None), ("logs/lstm", "logs"), ("logs/lstm/b.ckpt", "logs/lstm")],
+    ids=["the log directory", "the experiment's", "a file in the experiment's"],
+)
+def test_save_cannot_be_where_the_logs_go(tmp_path, tiny_tarball, capsys, save, made):
+    # Else a whole run trains, and then cannot copy its best model (or copies it among runs).
     logs = tmp_path / "logs"
+    if made:
+        (tmp_path / made).mkdir(parents=True)
     argv = flags(tiny_tarball, tmp_path, "--max-epochs", "1")
     argv[argv.index("--logdir") + 1] = str(logs)
-    argv[argv.index("--save") + 1] = str(logs)
+    argv[argv.index("--save") + 1] = str(tmp_path / save)
     assert train_cli.main(argv) == 2
     assert "that is where the logs go" in capsys.readouterr().err
-    assert not logs.exists()
+    assert not any(logs.rglob("version_*")) if logs.exists() else True
 
 
 def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_tarball):

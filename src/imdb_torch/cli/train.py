@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import os
 import shlex
 import shutil
@@ -76,23 +77,25 @@ def _main(argv: Sequence[str] | None) -> int:
         _check_not_behind_last(resume_path, epochs, run_dir)
         settings = _resumed_settings(checkpoint, given)
         # Where the run was started to copy its best model, unless --save names another place.
-        save_path = _checked_save_path(args.save or _recorded_save(checkpoint) or DEFAULT_SAVE)
+        save_path = _checked_save_path(
+            args.save if args.save is not None else _recorded_save(checkpoint)
+        )
         name, logdir = run_dir.parent.name, run_dir.parent.parent
-        _check_save_apart(save_path, logdir)
+        _check_save_apart(save_path, logdir, name)
         finished = _finished(checkpoint, epochs, settings)
         if finished:
             print(f"{run_dir} has finished ({finished}); nothing to resume")
             _draw_missing_plot(run_dir, checkpoint)
             _copy_missing_best(run_dir, checkpoint, save_path, replace=args.save is not None)
             return 0
-        print(f"resuming {run_dir} from epoch {epochs}")
+        print(f"resuming {run_dir} from epoch {epochs}; best model to {_shown(save_path)}")
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
-        save_path = _checked_save_path(args.save or DEFAULT_SAVE)
-        _check_save_apart(save_path, logdir)
+        save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
+        _check_save_apart(save_path, logdir, name)
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
     if args.resume:  # --data may move; the reviews it holds may not change
@@ -152,8 +155,13 @@ def _copy_missing_best(run_dir: Path, checkpoint: dict, save_path: Path, replace
     """A run stopped after its last checkpoint but before copying its best model to --save:
     copied now (over an existing file only where --save was given again)."""
     best = _best_checkpoint(run_dir, checkpoint)
-    if best is None or (save_path.exists() and not replace):
+    if best is None or (save_path.exists() and filecmp.cmp(best, save_path, shallow=False)):
         return
+    if save_path.exists() and not replace:
+        print(f"best model:  {_shown(best)}  ({_shown(save_path)} holds another; "
+              f"--save {_shown(save_path)} copies it there)")  # fmt: skip
+        return
+    read_checkpoint(best)  # only a checkpoint is copied: the record names it, not a person
     with atomic_path(save_path) as tmp:
         shutil.copyfile(best, tmp)
     print(f"best model:  {_shown(save_path)}  (also {_shown(best)})")
@@ -170,15 +178,27 @@ def _best_checkpoint(run_dir: Path, checkpoint: dict) -> Path | None:
     return None
 
 
-def _recorded_save(checkpoint: dict) -> str | None:
+def _recorded_save(checkpoint: dict) -> str:
+    """The --save a resumed run was started with (``DEFAULT_SAVE`` for a checkpoint that does
+    not record one). A checkpoint may come from someone else: what it records is used only
+    where it names a .ckpt file in a folder that exists, else --save must say."""
     recorded = checkpoint.get(SAVE_PATH_KEY)
-    return recorded if isinstance(recorded, str) and recorded else None
+    if recorded is None:
+        return DEFAULT_SAVE
+    if not isinstance(recorded, str) or not recorded.endswith(".ckpt"):
+        raise UserError("the checkpoint records no usable --save for its best model; "
+                        "resume with --save PATH")  # fmt: skip
+    if not Path(recorded).parent.is_dir():
+        raise UserError(f"the run was started with --save {recorded}, whose folder no longer "
+                        "exists; resume with --save PATH")  # fmt: skip
+    return recorded
 
 
-def _check_save_apart(save_path: Path, logdir: Path) -> None:
-    """--save is a file; where the log directory is, or will be, it cannot be."""
+def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
+    """--save is a file of its own: not the log directory (or a folder above it), nor
+    in the experiment's folder, where the runs write."""
     save, logs = save_path.resolve(), logdir.resolve()
-    if save == logs or save in logs.parents:
+    if save == logs or save in logs.parents or save.is_relative_to(logs / name):
         raise UserError(f"--save {save_path}: that is where the logs go (--logdir {logdir}); "
                         "give the best model a file name of its own, e.g. best.ckpt")  # fmt: skip
 
@@ -197,7 +217,8 @@ def _check_not_behind_last(resume_path: Path, epochs: int, run_dir: Path) -> Non
         raise UserError(
             f"{resume_path.name} holds {epochs} epoch{'s' if epochs != 1 else ''}, the run's "
             f"last.ckpt {saved}: resuming it would train epochs {epochs + 1} to {saved} again "
-            f"over the run's files; resume {last}, or copy the run directory first"
+            f"over the run's files; resume {last} (to branch off, copy the run directory "
+            "and delete the copy's checkpoints/last.ckpt)"
         )
 
 

@@ -119,6 +119,8 @@ class IMDBDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Runs once per machine: the download and the tokenisation land in the shared cache.
         # A cached corpus is not read here: setup() reads it once, in every process.
+        if self.train_set is not None:  # set up already (the tools do so before fit)
+            return
         source = resolve_source(self.hparams.data, self.cache_dir)
         self._uncached = prepare_corpus(source, self.cache_dir)
 

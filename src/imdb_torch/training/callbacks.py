@@ -111,7 +111,9 @@ class RunSettings(L.Callback):
     ) -> None:
         checkpoint[RUN_SETTINGS_KEY] = asdict(self.run)
         if self.save_path is not None:
-            checkpoint[SAVE_PATH_KEY] = str(self.save_path.resolve())
+            # Absolute, as the run was started; a symbolic link stays one (atomic_path
+            # replaces the link, as it did at the first run's end).
+            checkpoint[SAVE_PATH_KEY] = os.path.abspath(self.save_path)
 
 
 class TrainingDiverged(UserError):
