@@ -322,9 +322,14 @@ def test_test_py_stopped_while_evaluating_says_so(run, monkeypatch, capsys, sign
 
     monkeypatch.setattr(SentimentClassifier, "test_step", signalled_at_the_second_batch)
     argv = ["--ckpt", str(run[0] / "best.ckpt"), "--batch-size", "16", "--no-progress"]
-    status = test_cli.main(argv)
+    sigint_was = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it
+    try:
+        status = test_cli.main(argv)
+        # Given back as found, though Lightning ignores Ctrl-C from its interrupt on.
+        assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, sigint_was)
     err = capsys.readouterr().err
     assert status == 128 + getattr(signal, signum), err
     assert err.strip().splitlines()[-1] == "test.py: interrupted" and "Traceback" not in err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler

@@ -205,6 +205,10 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
     warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
     _STOPPED_BY_SIGTERM.clear()
     sigterm_was = _sigterm_as_interrupt()
+    # Lightning ignores Ctrl-C after an interrupt, while it tidies up, and leaves it so: the
+    # tool gives the process back as it found it.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint_was = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         return main(argv)
     except UserError as exc:
@@ -224,6 +228,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         warnings.formatwarning = format_warning
         if sigterm_was is not None:
             signal.signal(signal.SIGTERM, sigterm_was)
+        if sigint_was is not None:
+            signal.signal(signal.SIGINT, sigint_was)
 
 
 def _reader_gone() -> bool:
