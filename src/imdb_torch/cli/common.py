@@ -339,3 +339,11 @@ class HearSecondInterrupt(L.Callback):
         ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         if ignored and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, lambda signum, frame: None)
+
+
+def shown(path: Path) -> Path:
+    """``path`` as a person would type it here: relative to the working directory if inside."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

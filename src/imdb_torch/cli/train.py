@@ -4,14 +4,13 @@ The lesson's steps, in ``_main``: the data read, split and padded (``_prepared_d
 model and a Trainer with the lesson's callbacks (``training/trainer.py``'s ``prepare``);
 ``run.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's weights loaded again
 (``restore_best_weights``), copied to ``best.ckpt``, and the loss plot. The rest of ``_main``
-makes a run safe to interrupt and resume.
+makes a run safe to interrupt and resume (which run ``--resume`` continues, and how: ``resume.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import filecmp
 import os
 import shlex
 import shutil
@@ -24,26 +23,21 @@ from pathlib import Path
 from ..config import (
     Settings,
     experiment_name,
-    resolve,
 )
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
-from ..reporting.runs import history_in, version_number
-from ..training.callbacks import SAVE_PATH_KEY
+from ..reporting.runs import version_number
 from ..training.checkpoint import (
     check_vocabulary,
-    checkpoint_file,
     epochs_to_resume_from,
     read_checkpoint,
-    settings_from_checkpoint,
 )
 from ..training.module import SentimentClassifier
 from ..training.trainer import check_precision, prepare
 from .common import (
-    CHANGEABLE_ON_RESUME,
     HearSecondInterrupt,
     check_directory_to_be,
     check_writable,
@@ -52,9 +46,11 @@ from .common import (
     quiet_lightning,
     run,
     second_signal_ends_it,
+    shown,
 )
 from .flags import given_settings
 from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser
+from .resume import resumption
 
 PROG = "train.py"
 
@@ -70,25 +66,20 @@ def _main(argv: Sequence[str] | None) -> int:
     given = given_settings(args)
     hardware = hardware_from_flags(args)
     quiet_lightning()
-    if args.resume:
-        resume_path, run_dir = _resume_target(args, given)
-        checkpoint = read_checkpoint(resume_path)
-        epochs = epochs_to_resume_from(checkpoint)
-        _check_not_behind_last(resume_path, epochs, run_dir)
-        settings = _resumed_settings(checkpoint, given)
+    if args.resume:  # cli/resume.py: the run to continue, checked
+        resumed = resumption(args, given)
+        resume_path, run_dir, settings = resumed.checkpoint_path, resumed.run_dir, resumed.settings
         # Where the run was started to copy its best model, unless --save names another place.
         save_path = _checked_save_path(
-            args.save if args.save is not None else _recorded_save(checkpoint)
+            args.save if args.save is not None else resumed.recorded_save()
         )
         name, logdir = run_dir.parent.name, run_dir.parent.parent
         _check_save_apart(save_path, logdir, name)
-        finished = _finished(checkpoint, epochs, settings)
-        if finished:
-            print(f"{run_dir} has finished ({finished}); nothing to resume")
-            _draw_missing_plot(run_dir, checkpoint)
-            _copy_missing_best(run_dir, checkpoint, save_path, replace=args.save is not None)
+        if resumed.finished:
+            print(f"{run_dir} has finished ({resumed.finished}); nothing to resume")
+            resumed.complete(save_path, replace=args.save is not None)
             return 0
-        print(f"resuming {run_dir} from epoch {epochs}; best model to {_shown(save_path)}")
+        print(f"resuming {run_dir} from epoch {resumed.epochs}; best model to {shown(save_path)}")
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
@@ -99,7 +90,7 @@ def _main(argv: Sequence[str] | None) -> int:
     check_precision(settings, hardware)
     datamodule = _prepared_data(settings)
     if args.resume:  # --data may move; the reviews it holds may not change
-        check_vocabulary(checkpoint, datamodule.words, "resume")
+        check_vocabulary(resumed.checkpoint, datamodule.words, "resume")
     _check_free_space(settings, save_path, logdir)
     version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
     run_dir = logdir / name / f"version_{version}"
@@ -140,60 +131,6 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
 
 
-def _draw_missing_plot(run_dir: Path, checkpoint: dict) -> None:
-    """A run interrupted after its last epoch but before its end has no loss.png: drawn now,
-    from the history its last checkpoint holds."""
-    plot = run_dir / "loss.png"
-    rows = history_in(checkpoint, str(run_dir))
-    if plot.exists() or not rows:
-        return
-    plot_losses(rows, plot, title=run_dir.parent.name)
-    print(f"loss plot:   {_shown(plot)}")
-
-
-def _copy_missing_best(run_dir: Path, checkpoint: dict, save_path: Path, replace: bool) -> None:
-    """A run stopped after its last checkpoint but before copying its best model to --save:
-    copied now (over an existing file only where --save was given again)."""
-    best = _best_checkpoint(run_dir, checkpoint)
-    if best is None or (save_path.exists() and filecmp.cmp(best, save_path, shallow=False)):
-        return
-    if save_path.exists() and not replace:
-        print(f"best model:  {_shown(best)}  ({_shown(save_path)} holds another; "
-              f"--save {_shown(save_path)} copies it there)")  # fmt: skip
-        return
-    read_checkpoint(best)  # only a checkpoint is copied: the record names it, not a person
-    with atomic_path(save_path) as tmp:
-        shutil.copyfile(best, tmp)
-    print(f"best model:  {_shown(save_path)}  (also {_shown(best)})")
-
-
-def _best_checkpoint(run_dir: Path, checkpoint: dict) -> Path | None:
-    """The run's best checkpoint, as its ModelCheckpoint recorded it, in the run's own folder
-    (the run directory may have moved since)."""
-    for key, state in checkpoint.get("callbacks", {}).items():
-        recorded = state.get("best_model_path") if isinstance(state, dict) else None
-        if "Checkpoint" in key and isinstance(recorded, str) and recorded:
-            best = run_dir / "checkpoints" / Path(recorded).name
-            return best if best.is_file() else None
-    return None
-
-
-def _recorded_save(checkpoint: dict) -> str:
-    """The --save a resumed run was started with (``DEFAULT_SAVE`` for a checkpoint that does
-    not record one). A checkpoint may come from someone else: what it records is used only
-    where it names a .ckpt file in a folder that exists, else --save must say."""
-    recorded = checkpoint.get(SAVE_PATH_KEY)
-    if recorded is None:
-        return DEFAULT_SAVE
-    if not isinstance(recorded, str) or not recorded.endswith(".ckpt"):
-        raise UserError("the checkpoint records no usable --save for its best model; "
-                        "resume with --save PATH")  # fmt: skip
-    if not Path(recorded).parent.is_dir():
-        raise UserError(f"the run was started with --save {recorded}, whose folder no longer "
-                        "exists; resume with --save PATH")  # fmt: skip
-    return recorded
-
-
 def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
     """--save is a file of its own: not the log directory (or a folder above it), nor
     in the experiment's folder, where the runs write."""
@@ -201,25 +138,6 @@ def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
     if save == logs or save in logs.parents or save.is_relative_to(logs / name):
         raise UserError(f"--save {save_path}: that is where the logs go (--logdir {logdir}); "
                         "give the best model a file name of its own, e.g. best.ckpt")  # fmt: skip
-
-
-def _check_not_behind_last(resume_path: Path, epochs: int, run_dir: Path) -> None:
-    """Resuming a checkpoint older than the run's last.ckpt would train the epochs between
-    them again and write over the run's later checkpoints."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file() or last.resolve() == resume_path.resolve():
-        return
-    try:
-        saved = epochs_to_resume_from(read_checkpoint(last))
-    except UserError:
-        return  # a damaged last.ckpt: the one given is all there is
-    if saved > epochs:
-        raise UserError(
-            f"{resume_path.name} holds {epochs} epoch{'s' if epochs != 1 else ''}, the run's "
-            f"last.ckpt {saved}: resuming it would train epochs {epochs + 1} to {saved} again "
-            f"over the run's files; resume {last} (to branch off, copy the run directory "
-            "and delete the copy's checkpoints/last.ckpt)"
-        )
 
 
 def _end_other_ranks(run) -> None:
@@ -263,27 +181,6 @@ def _checked_logdir(text: str) -> Path:
     logdir = Path(text).expanduser().resolve()
     check_directory_to_be(logdir, f"--logdir {text}")
     return logdir
-
-
-def _check_run_pickers(args, run_dir: Path) -> None:
-    """--preset, --name and --logdir pick the run a bare --resume continues. Beside a checkpoint
-    the run is the checkpoint's, and a flag that names another would be silently ignored."""
-    if args.preset:
-        raise UserError(
-            f"--preset {args.preset}: a resumed run keeps the settings of its checkpoint; "
-            "resume without --preset"
-        )
-    if args.name is not None and args.name != run_dir.parent.name:
-        raise UserError(
-            f"--name {args.name}: the checkpoint belongs to {run_dir}, which a resumed run "
-            "continues; resume without --name"
-        )
-    logdir_given = args.logdir != DEFAULT_LOGDIR
-    if logdir_given and Path(args.logdir).expanduser().resolve() != run_dir.parent.parent:
-        raise UserError(
-            f"--logdir {args.logdir}: the checkpoint belongs to {run_dir}, which a resumed run "
-            "continues; resume without --logdir"
-        )
 
 
 def _checked_name(name: str) -> str:
@@ -352,60 +249,6 @@ def _held(run_dir: Path):
         yield
 
 
-def _finished(checkpoint: dict, epochs: int, settings: Settings) -> str:
-    """Why a run that has finished ``epochs`` epochs is over, or "" if it is not."""
-    limit = settings.run.max_epochs
-    if epochs > limit:
-        return f"{epochs} epochs, more than --max-epochs {limit}; a larger --max-epochs goes on"
-    if epochs == limit:
-        return f"{epochs} of at most {limit} epochs; --max-epochs raises it"
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("EarlyStopping") and isinstance(state, dict):
-            waited, patience = state.get("wait_count", 0), state.get("patience", 0)
-            if isinstance(waited, int) and isinstance(patience, int) and 0 < patience <= waited:
-                return f"early stopping after epoch {epochs}"
-    return ""
-
-
-def _resumed_settings(checkpoint: dict, given: dict) -> Settings:
-    """The checkpoint's settings; flags given may change only ``CHANGEABLE_ON_RESUME``."""
-    trained = settings_from_checkpoint(checkpoint)
-    trained_values = trained.flat()
-    for key, value in given.items():
-        if key not in CHANGEABLE_ON_RESUME and value != trained_values[key]:
-            raise UserError(
-                f"--{key.replace('_', '-')} {value} does not fit the checkpoint being resumed "
-                f"(trained with {key}={trained_values[key]}); resume without it"
-            )
-    changes = {key: value for key, value in given.items() if key in CHANGEABLE_ON_RESUME}
-    return Settings.from_flat(changes, base=trained).check()
-
-
-def _resume_target(args, given: dict) -> tuple[Path, Path]:
-    """The checkpoint to resume and its run directory (``LOGDIR/NAME/version_N``)."""
-    if args.resume != "latest":
-        path = checkpoint_file(Path(args.resume).expanduser())
-        run_dir = path.resolve().parent.parent
-        if version_number(run_dir) < 0:
-            raise UserError(
-                f"{path} is not inside a run directory (LOGDIR/NAME/version_N/checkpoints)"
-            )
-        _check_run_pickers(args, run_dir)
-        return path.resolve(), run_dir
-    # --preset and the model flags only pick which experiment's newest run is continued.
-    base = Path(args.logdir) / (args.name or experiment_name(resolve(args.preset, given).model))
-    runs = sorted(
-        (run for run in base.glob("version_*") if (run / "checkpoints" / "last.ckpt").is_file()),
-        key=version_number,
-    )
-    if not runs:
-        raise UserError(f"nothing to resume in {base}: no version_N/checkpoints/last.ckpt")
-    # Absolute, as the run was started: the checkpoint's own record of where it writes must
-    # read the same, or Lightning starts a second last.ckpt beside the first.
-    run_dir = runs[-1].resolve()
-    return run_dir / "checkpoints" / "last.ckpt", run_dir
-
-
 def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
     """A new run interrupted before any checkpoint was written leaves no directory: it would
     be an empty row in TensorBoard and compare.py. Judged by the files, which the processes
@@ -472,19 +315,11 @@ def _finish(run, save_path: Path, name: str) -> int:
             f"best epoch {row['epoch']} of {len(history.epochs)}: "
             f"val_loss {row['val_loss']:.4f}, val_acc {row.get('val_acc', float('nan')):.4f}"
         )
-    print(f"best model:  {_shown(save_path)}  (also {_shown(best_path)})")
-    print(f"loss plot:   {_shown(plot)}")
-    logdir = shlex.quote(str(_shown(Path(run.trainer.logger.save_dir))))  # ready to paste
+    print(f"best model:  {shown(save_path)}  (also {shown(best_path)})")
+    print(f"loss plot:   {shown(plot)}")
+    logdir = shlex.quote(str(shown(Path(run.trainer.logger.save_dir))))  # ready to paste
     print(f"TensorBoard: tensorboard --logdir {logdir}")
     return 0
-
-
-def _shown(path: Path) -> Path:
-    """``path`` as a person would type it here: relative to the working directory if inside."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
 
 
 if __name__ == "__main__":
