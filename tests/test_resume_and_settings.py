@@ -517,3 +517,16 @@ def test_warnings_are_one_line_without_source_lines():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.stderr == "train.py: warning: the data loader may be slow\n"
+
+
+def test_a_checkpoint_whose_callback_states_are_not_a_table_is_read_without_them(
+    tmp_path, tiny_tarball, capsys
+):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["callbacks"] = ["not", "a", "table"]
+    torch.save(checkpoint, last)
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(last)]) == 0
+    assert "has finished (1 of at most 1 epochs" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from ..config import Settings, experiment_name, resolve
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.plots import plot_losses
-from ..reporting.runs import history_in, version_number
+from ..reporting.runs import callback_states, history_in, version_number
 from ..training.callbacks import SAVE_PATH_KEY
 from ..training.checkpoint import (
     checkpoint_file,
@@ -94,9 +94,9 @@ def _copy_missing_best(run_dir: Path, checkpoint: dict, save_path: Path, replace
 def _best_checkpoint(run_dir: Path, checkpoint: dict) -> Path | None:
     """The run's best checkpoint, as its ModelCheckpoint recorded it, in the run's own folder
     (the run directory may have moved since)."""
-    for key, state in checkpoint.get("callbacks", {}).items():
-        recorded = state.get("best_model_path") if isinstance(state, dict) else None
-        if "Checkpoint" in key and isinstance(recorded, str) and recorded:
+    for state in callback_states(checkpoint, "Checkpoint"):
+        recorded = state.get("best_model_path")
+        if isinstance(recorded, str) and recorded:
             best = run_dir / "checkpoints" / Path(recorded).name
             return best if best.is_file() else None
     return None
@@ -165,11 +165,10 @@ def _finished(checkpoint: dict, epochs: int, settings: Settings) -> str:
         return f"{epochs} epochs, more than --max-epochs {limit}; a larger --max-epochs goes on"
     if epochs == limit:
         return f"{epochs} of at most {limit} epochs; --max-epochs raises it"
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("EarlyStopping") and isinstance(state, dict):
-            waited, patience = state.get("wait_count", 0), state.get("patience", 0)
-            if isinstance(waited, int) and isinstance(patience, int) and 0 < patience <= waited:
-                return f"early stopping after epoch {epochs}"
+    for state in callback_states(checkpoint, "EarlyStopping"):
+        waited, patience = state.get("wait_count", 0), state.get("patience", 0)
+        if isinstance(waited, int) and isinstance(patience, int) and 0 < patience <= waited:
+            return f"early stopping after epoch {epochs}"
     return ""
 
 

@@ -55,15 +55,21 @@ class Run:
         return None
 
 
+def callback_states(checkpoint: dict, kind: str) -> list[dict]:
+    """The saved states of a checkpoint's callbacks whose key names ``kind`` (Lightning files
+    each under its class name and settings, e.g. ``ModelCheckpoint{...}``), those that are
+    tables: a checkpoint may come from anyone."""
+    callbacks = checkpoint.get("callbacks", {})
+    if not isinstance(callbacks, dict):
+        return []
+    return [state for key, state in callbacks.items()
+            if isinstance(key, str) and kind in key and isinstance(state, dict)]  # fmt: skip
+
+
 def run_dir_of(checkpoint: dict) -> Path | None:
     """The ``LOGDIR/NAME/version_N`` directory a checkpoint was written from, if recorded."""
-    callbacks = checkpoint.get("callbacks", {})
-    for key, state in callbacks.items() if isinstance(callbacks, dict) else ():
-        if (
-            "Checkpoint" in key
-            and isinstance(state, dict)
-            and isinstance(state.get("dirpath"), str)
-        ):
+    for state in callback_states(checkpoint, "Checkpoint"):
+        if isinstance(state.get("dirpath"), str):
             return Path(state["dirpath"]).parent
     return None
 
@@ -131,13 +137,8 @@ def version_number(run_dir: Path) -> int:
 
 def history_in(checkpoint: dict, source) -> list[dict[str, float]]:
     """The per-epoch history ``EpochHistory`` saved in a checkpoint, checked (``[]`` if none)."""
-    callbacks = checkpoint.get("callbacks", {})
-    history = next(
-        (state.get("epochs") for key, state in callbacks.items()
-         if key.startswith("EpochHistory") and isinstance(state, dict)),
-        [],
-    ) if isinstance(callbacks, dict) else []  # fmt: skip
-    return checked_history(history, source)
+    states = callback_states(checkpoint, "EpochHistory")
+    return checked_history(states[0].get("epochs") if states else [], source)
 
 
 def load_run(path: str | Path) -> Run:
