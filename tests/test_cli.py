@@ -13,7 +13,7 @@ import torch
 from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
 from imdb_torch.cli.flags import given_settings
-from imdb_torch.cli.parsers import build_train_parser
+from imdb_torch.cli.parsers import build_train_parser, rerun_command
 from imdb_torch.config import resolve
 from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 
@@ -340,7 +340,8 @@ def _launch_in_a_fresh_process(tool: str, flags: list[str]) -> subprocess.Comple
 
 
 def test_every_installed_command_is_its_script(monkeypatch, capsys):
-    # pyproject.toml's [project.scripts]: imdb-torch-X answers as scripts/X.py does.
+    # pyproject.toml's [project.scripts]: imdb-torch-X answers as scripts/X.py does, under
+    # its own name.
     import importlib
 
     section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]\n")[1]
@@ -357,4 +358,17 @@ def test_every_installed_command_is_its_script(monkeypatch, capsys):
         with pytest.raises(SystemExit) as stopped:
             getattr(importlib.import_module(module), function)()
         assert stopped.value.code == 0
-        assert capsys.readouterr().out.startswith(f"usage: {name.removeprefix('imdb-torch-')}.py")
+        assert capsys.readouterr().out.startswith(f"usage: {name} ")
+        monkeypatch.setattr(sys, "argv", [name, "--no-such-flag"])
+        with pytest.raises(SystemExit) as stopped:
+            getattr(importlib.import_module(module), function)()
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.startswith(f"{name}: error: ")
+
+
+def test_a_script_answers_under_its_file_name(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py"])
+    assert build_train_parser().prog == "train.py"
+    assert rerun_command("train") == "python scripts/train.py"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/imdb-torch-train"])
+    assert rerun_command("train") == "imdb-torch-train"

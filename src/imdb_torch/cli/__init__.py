@@ -25,7 +25,7 @@ def launch(tool: str, argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"{__name__}.{tool}")
     except KeyboardInterrupt:  # a Ctrl-C while PyTorch loads: nothing has started yet
-        print(f"{tool}.py: interrupted", file=sys.stderr)
+        print(f"{parsers.program_name(tool)}: interrupted", file=sys.stderr)
         return 130
     status = module.main(argv)
     if status in (130, 143) and threading.current_thread() is threading.main_thread():

@@ -13,9 +13,9 @@ from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.runs import Run, load_runs
 from .common import check_writable, run
-from .parsers import build_compare_parser
+from .parsers import build_compare_parser, program_name
 
-PROG = "compare.py"
+PROG = program_name("compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

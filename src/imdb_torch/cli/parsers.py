@@ -8,6 +8,8 @@ same flags again itself.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ..config import (
     EXPERIMENTS,
@@ -20,6 +22,19 @@ from ..config import (
 )
 from ..errors import UserError
 from .flags import add_setting_flags, given_settings
+
+
+def program_name(tool: str) -> str:
+    """The name a tool's usage and messages begin with: the installed command's when it was
+    called by it (``imdb-torch-train``), the script's otherwise (``train.py``)."""
+    installed = f"imdb-torch-{tool}"
+    return installed if Path(sys.argv[0]).name == installed else f"{tool}.py"
+
+
+def rerun_command(tool: str) -> str:
+    """What to type to run a tool again, for messages that tell the user to."""
+    name = program_name(tool)
+    return name if name.startswith("imdb-torch-") else f"python scripts/{name}"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -110,7 +125,7 @@ class TrainParser(ArgumentParser):
 
 def build_train_parser() -> TrainParser:
     parser = TrainParser(
-        prog="train.py",
+        prog=program_name("train"),
         description=(
             "Train a sentiment classifier on IMDB: Embedding(500, 16) -> LSTM/GRU -> Dense(1), "
             "RMSprop(1e-4), batch 64, early stopping on validation loss with patience 3. "
@@ -163,7 +178,7 @@ def build_train_parser() -> TrainParser:
 
 def build_test_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="test.py",
+        prog=program_name("test"),
         description=(
             "Evaluate a checkpoint written by train.py on the IMDB test set: test loss and "
             "accuracy, scikit-learn's classification report and the confusion matrix. The data "
@@ -210,7 +225,7 @@ examples:
 
 def build_predict_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="predict.py",
+        prog=program_name("predict"),
         description="Print each review's probability of being positive, and its label.",
         epilog=PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -229,7 +244,7 @@ def build_predict_parser() -> ArgumentParser:
 
 def build_compare_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="compare.py",
+        prog=program_name("compare"),
         description=(
             "Overlay train (dashed) and validation (solid) loss and accuracy per epoch of several "
             "runs in one figure, and print each run's best epoch, validation loss and accuracy, "
@@ -252,7 +267,7 @@ def build_compare_parser() -> ArgumentParser:
 
 def build_reproduce_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="reproduce.py",
+        prog=program_name("reproduce"),
         description=(
             "Train the lesson's experiments (lstm, lstm-dropout, lstm-2layer, gru) with their "
             "exact settings, once per seed, evaluate each best checkpoint on the test set, and "

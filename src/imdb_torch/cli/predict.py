@@ -10,9 +10,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..predictor import Predictor
 from .common import run
-from .parsers import build_predict_parser
+from .parsers import build_predict_parser, program_name
 
-PROG = "predict.py"
+PROG = program_name("predict")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

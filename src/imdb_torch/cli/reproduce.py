@@ -35,9 +35,9 @@ from .common import (
     quiet_lightning,
     run,
 )
-from .parsers import build_reproduce_parser
+from .parsers import build_reproduce_parser, program_name
 
-PROG = "reproduce.py"
+PROG = program_name("reproduce")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

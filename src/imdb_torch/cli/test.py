@@ -27,9 +27,9 @@ from .common import (
     quiet_lightning,
     run,
 )
-from .parsers import build_test_parser
+from .parsers import build_test_parser, program_name
 
-PROG = "test.py"
+PROG = program_name("test")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,10 +49,10 @@ from .common import (
     shown,
 )
 from .flags import given_settings
-from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser
+from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser, program_name, rerun_command
 from .resume import resumption
 
-PROG = "train.py"
+PROG = program_name("train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +270,7 @@ def _explain_interrupt(last: Path) -> None:
     except UserError:
         what = "the finished epochs"
     print(f"\ninterrupted: {what} saved in {last}\n"
-          f"resume with: python scripts/train.py --resume {last}", file=sys.stderr)  # fmt: skip
+          f"resume with: {rerun_command('train')} --resume {last}", file=sys.stderr)  # fmt: skip
 
 
 def _claim_version(experiment_dir: Path) -> int | None:
