@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -222,7 +221,7 @@ def main() -> int:
     for preset in args.presets:
         settings = resolve(preset, {"data": args.data, "max_epochs": args.epochs,
                                     "patience": args.epochs + 1})  # fmt: skip
-        datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+        datamodule = IMDBDataModule.from_settings(settings)
         datamodule.prepare_data()
         datamodule.setup("fit")
         ways = {

@@ -62,7 +62,7 @@ def torch_figures(experiment: str, data: str | None, epochs: int, kernel: str) -
         run.datamodule.prepare_data()
         run.fit()
         seconds = [row["seconds"] for row in run.history.epochs]
-        model = model_from_checkpoint(read_checkpoint(run.restore_best()), fused_rnn=fused)
+        model = model_from_checkpoint(read_checkpoint(run.best_checkpoint()), fused_rnn=fused)
         started = time.perf_counter()
         test = evaluate(model, run.datamodule, Hardware(accelerator="cpu"), progress=False)
         evaluate_seconds = time.perf_counter() - started

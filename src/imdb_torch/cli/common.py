@@ -1,4 +1,6 @@
-"""What every command-line tool shares: one-line errors and the hardware flags."""
+"""What every command-line tool shares: one-line errors, signals (SIGTERM as Ctrl-C, a second
+one ending the run), Lightning's console lines kept to those worth reading, and the hardware
+flags."""
 
 from __future__ import annotations
 

@@ -155,7 +155,13 @@ def build_train_parser() -> TrainParser:
         help=f"TensorBoard logs and checkpoints go to LOGDIR/NAME/version_N (default: "
         f"{DEFAULT_LOGDIR})",
     )
-    out.add_argument("--name", default=None, help="experiment name (default: the preset's)")
+    out.add_argument(
+        "--name",
+        default=None,
+        help="experiment name, the run's folder under "
+        "--logdir (default: the preset with the same layers, e.g. gru, else one "
+        "made from them, e.g. gru-1x32)",
+    )
     out.add_argument(
         "--save",
         default=None,

@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -149,7 +149,7 @@ def _run_one(args, hardware: Hardware, out: Path, experiment: str, seed: int,
     logdir = out / "lightning_logs"
     run_dir = logdir / experiment / f"version_{seed}"
     last = run_dir / "checkpoints" / "last.ckpt"
-    datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+    datamodule = IMDBDataModule.from_settings(settings)
     datamodule.prepare_data()  # a bad --data is found before a run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):  # another reproduce.py on the same --out is refused, not mixed in

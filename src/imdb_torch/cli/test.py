@@ -1,4 +1,5 @@
-"""Evaluate a trained checkpoint on the 25,000 IMDB test reviews."""
+"""Evaluate a trained checkpoint on the test reviews of its data (IMDB's 25,000), as the lesson's
+``model.evaluate(test_seq, test_target)``."""
 
 from __future__ import annotations
 

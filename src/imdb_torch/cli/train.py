@@ -2,8 +2,8 @@
 
 The lesson's steps, in ``_main``: the data read, split and padded (``_prepared_data``); the
 model and a Trainer with the lesson's callbacks (``training/trainer.py``'s ``prepare``);
-``run.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's weights loaded again
-(``restore_best_weights``), copied to ``best.ckpt``, and the loss plot. The rest of ``_main``
+``session.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's checkpoint copied
+to ``best.ckpt``, and the loss plot. The rest of ``_main``
 makes a run safe to interrupt and resume (which run ``--resume`` continues, and how: ``resume.py``).
 """
 
@@ -17,7 +17,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from ..config import (
@@ -36,7 +35,7 @@ from ..training.checkpoint import (
     read_checkpoint,
 )
 from ..training.module import SentimentClassifier
-from ..training.trainer import check_precision, prepare
+from ..training.trainer import Session, check_precision, prepare
 from .common import (
     HearSecondInterrupt,
     check_directory_to_be,
@@ -95,10 +94,10 @@ def _main(argv: Sequence[str] | None) -> int:
     version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
     run_dir = logdir / name / f"version_{version}"
     new_run = not args.resume and _main_process()
-    run = None  # read by the lambda when a second Ctrl-C comes
-    with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(run)):
+    session = None  # read by the lambda when a second Ctrl-C comes
+    with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(session)):
         try:
-            run = prepare(
+            session = prepare(
                 settings, logdir=logdir, name=name, version=version, hardware=hardware,
                 progress=not args.no_progress, fused_rnn=not args.plain_rnn,
                 cuda_graphs=not args.plain_rnn, datamodule=datamodule, save_path=save_path,
@@ -106,26 +105,26 @@ def _main(argv: Sequence[str] | None) -> int:
         except KeyboardInterrupt:
             _drop_if_unsaved(run_dir, new_run)
             raise
-        run.trainer.callbacks.append(HearSecondInterrupt())
-        if run.trainer.is_global_zero:
-            print(f"experiment {name}: {_parameter_line(run.model)}")
+        session.trainer.callbacks.append(HearSecondInterrupt())
+        if session.trainer.is_global_zero:
+            print(f"experiment {name}: {_parameter_line(session.model)}")
         try:
-            run.fit(resume_from=resume_path)  # history = model.fit(...)
+            session.fit(resume_from=resume_path)  # history = model.fit(...)
         except SystemExit:
             # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
-            if not run.trainer.interrupted:
+            if not session.trainer.interrupted:
                 raise
-            if run.trainer.is_global_zero:  # the run's directory is the first process's
+            if session.trainer.is_global_zero:  # the run's directory is the first process's
                 _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
                 _drop_if_unsaved(run_dir, new_run)
-            return interrupted_status(run.trainer)
+            return interrupted_status(session.trainer)
         except OSError as exc:
             _raise_if_disk_full(exc, run_dir)
             raise
-        if not run.trainer.is_global_zero:
+        if not session.trainer.is_global_zero:
             return 0
         try:
-            return _finish(run, save_path, name)
+            return _finish(session, save_path, name)
         except OSError as exc:
             _raise_if_disk_full(exc, run_dir)
             raise
@@ -140,9 +139,9 @@ def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
                         "give the best model a file name of its own, e.g. best.ckpt")  # fmt: skip
 
 
-def _end_other_ranks(run) -> None:
+def _end_other_ranks(session: Session | None) -> None:
     """Kill the other processes of a multi-process run that this process started."""
-    launcher = run.trainer.strategy.launcher if run is not None else None
+    launcher = session.trainer.strategy.launcher if session is not None else None
     for process in getattr(launcher, "procs", []):
         process.kill()
 
@@ -192,7 +191,7 @@ def _checked_name(name: str) -> str:
 def _prepared_data(settings: Settings) -> IMDBDataModule:
     """The data read (or taken from the cache) and split, so that a bad --data or a split
     without training reviews is found before a run directory is made."""
-    datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+    datamodule = IMDBDataModule.from_settings(settings)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -302,13 +301,17 @@ def _parameter_line(model: SentimentClassifier) -> str:
     return line
 
 
-def _finish(run, save_path: Path, name: str) -> int:
-    best_path = run.restore_best()  # EarlyStopping(restore_best_weights=True)
+def _finish(session: Session, save_path: Path, name: str) -> int:
+    # ModelCheckpoint(save_best_only=True) and EarlyStopping(restore_best_weights=True): the
+    # model kept is the best epoch's, not the last's.
+    best_path = session.best_checkpoint()
     with atomic_path(save_path) as tmp:
         shutil.copyfile(best_path, tmp)
-    history = run.history
-    # The logger's directory: trainer.log_dir is a collective, and the other ranks are done.
-    plot = plot_losses(history.epochs, Path(run.trainer.logger.log_dir) / "loss.png", title=name)
+    history = session.history
+    # plt.plot(history.history['loss']), ...: the logger's directory (trainer.log_dir is a
+    # collective, and the other ranks are done).
+    log_dir = Path(session.trainer.logger.log_dir)
+    plot = plot_losses(history.epochs, log_dir / "loss.png", title=name)
     row = history.best()
     if row is not None:
         print(
@@ -317,7 +320,7 @@ def _finish(run, save_path: Path, name: str) -> int:
         )
     print(f"best model:  {shown(save_path)}  (also {shown(best_path)})")
     print(f"loss plot:   {shown(plot)}")
-    logdir = shlex.quote(str(shown(Path(run.trainer.logger.save_dir))))  # ready to paste
+    logdir = shlex.quote(str(shown(Path(session.trainer.logger.save_dir))))  # ready to paste
     print(f"TensorBoard: tensorboard --logdir {logdir}")
     return 0
 

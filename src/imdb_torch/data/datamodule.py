@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig, Settings
 from ..errors import UserError
 from ..fileio import default_cache_dir, nearest_existing
 from .batches import DeviceBatches
@@ -108,9 +109,13 @@ class IMDBDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.words: list[str] = []
         self.source: DataSource | None = None
-        self.trained_on: dict[str, str] = {}  # the source a loaded checkpoint was trained on
         self.train_set = self.val_set = self.test_set = None
         self._uncached: Corpus | None = None  # built by prepare_data, where no cache took it
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IMDBDataModule:
+        """A run's data module: ``settings.data``, with the model's vocabulary size."""
+        return cls(num_words=settings.model.num_words, **asdict(settings.data))
 
     @property
     def cache_dir(self) -> Path | None:
@@ -190,9 +195,6 @@ class IMDBDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader | DeviceBatches:
-        return self.test_dataloader()
-
     def source_record(self) -> dict[str, str]:
         """Which data this is: its kind, path and fingerprint (after ``setup``)."""
         if self.source is None:
@@ -207,7 +209,6 @@ class IMDBDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.words = list(state_dict.get("words", []))
-        self.trained_on = dict(state_dict.get("source", {}))
 
 
 def _check_memory(maxlen: int, train_reviews: int, test_reviews: int) -> None:

@@ -126,7 +126,7 @@ class EmbeddingOccurrences:
         # Made at the first backward, then kept and zeroed after each take rather than made
         # anew: a CUDA graph's backward (model/cuda_graphs.py) adds into this very tensor.
         self._squares: torch.Tensor | None = None
-        self._hook = embedding.register_forward_hook(self._watch)
+        embedding.register_forward_hook(self._watch)
 
     def _watch(self, module: nn.Embedding, inputs: tuple[torch.Tensor], output: torch.Tensor):
         if output.requires_grad:
@@ -162,9 +162,6 @@ class EmbeddingOccurrences:
             dist.all_reduce(squares)
             squares /= dist.get_world_size() ** 2
         return squares
-
-    def remove(self) -> None:
-        self._hook.remove()
 
 
 class KerasRMSprop(torch.optim.Optimizer):

@@ -1,1 +1,2 @@
-"""Reading back what training wrote: run histories, test results, plots and reports."""
+"""What a run leaves for a person: the loss plot, run histories and test results read back,
+reports and comparisons."""

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..fileio import atomic_path
+from ..training.callbacks import best_epoch
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -15,8 +16,7 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str = "") ->
     beside it; the epoch with the lowest validation loss (the one kept) is marked."""
     figure = Figure(figsize=(10, 4), dpi=120)
     loss_axes, acc_axes = figure.subplots(1, 2)
-    best = min((row for row in history if "val_loss" in row), key=lambda row: row["val_loss"],
-               default=None)  # fmt: skip
+    best = best_epoch(history)
     for axes, metric, ylabel in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
         for split in ("train", "val"):
             points = [(row["epoch"], row[f"{split}_{metric}"]) for row in history

@@ -38,7 +38,7 @@ RUN_KEYS = {"framework": str, "experiment": str, "seed": int, "history": list,
             "best_val_loss": float, "best_val_acc": float, "test_acc": float}  # fmt: skip
 
 
-def load_runs(results_dir: Path) -> list[dict]:
+def load_run_records(results_dir: Path) -> list[dict]:
     """The run records of ``results_dir/runs``, each checked to be one this program wrote."""
     runs = []
     for path in sorted((results_dir / "runs").glob("*.json")):
@@ -172,7 +172,7 @@ def plot_test_accuracy(runs: list[dict], path: Path) -> None:
 
 
 def write_report(results_dir: Path) -> Path:
-    runs = load_runs(results_dir)
+    runs = load_run_records(results_dir)
     summary = results_dir / "summary.md"
     with atomic_path(summary) as tmp:
         parity = parity_table(runs)

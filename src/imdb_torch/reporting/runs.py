@@ -11,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..errors import UserError
 from ..fileio import atomic_path, file_digest
-from ..training.callbacks import HISTORY_FILE
+from ..training.callbacks import HISTORY_FILE, best_epoch
 from ..training.checkpoint import read_checkpoint
 from ..training.tensorboard import TEST_ACC
 
@@ -41,8 +41,7 @@ class Run:
     run_dir: Path | None = None  # None: a checkpoint that names no run directory
 
     def best(self) -> dict[str, float] | None:
-        rows = [row for row in self.history if "val_loss" in row]
-        return min(rows, key=lambda row: row["val_loss"]) if rows else None
+        return best_epoch(self.history)
 
     def tested_epoch(self) -> int | None:
         """The epoch whose model the test result measured, when it is not the best epoch's:

@@ -1,4 +1,5 @@
-"""Callbacks Lightning lacks: Keras's history; random state and run settings kept on resume."""
+"""Callbacks Lightning lacks: Keras's history; random state and run settings kept on resume;
+a stop on a non-finite loss; a ModelCheckpoint that follows a moved run."""
 
 from __future__ import annotations
 
@@ -59,15 +60,21 @@ class EpochHistory(L.Callback):
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.epochs, indent=1))
 
-    def best(self, monitor: str = "val_loss") -> dict[str, float] | None:
-        rows = [row for row in self.epochs if monitor in row]
-        return min(rows, key=lambda row: row[monitor]) if rows else None
+    def best(self) -> dict[str, float] | None:
+        return best_epoch(self.epochs)
 
     def state_dict(self) -> dict:
         return {"epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.epochs = list(state_dict.get("epochs", []))
+
+
+def best_epoch(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The history's row of the epoch ``ModelCheckpoint`` keeps: the lowest validation loss,
+    the first of equals (``None`` before any validation)."""
+    rows = [row for row in rows if "val_loss" in row]
+    return min(rows, key=lambda row: row["val_loss"]) if rows else None
 
 
 class RandomState(L.Callback):

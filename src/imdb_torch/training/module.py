@@ -111,10 +111,6 @@ class SentimentClassifier(L.LightningModule):
         _, logits = self._step("test", self.test_loss, self.test_acc, batch, batch_idx)
         self.test_probabilities.append(torch.sigmoid(logits).detach().cpu())
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        tokens = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.sigmoid(self(tokens))
-
     def _step(self, stage, epoch_loss, epoch_acc, batch, batch_idx):
         tokens, labels = batch
         net = self.net

@@ -4,7 +4,7 @@ and reproduce.py."""
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -40,13 +40,15 @@ class Hardware:
 
 
 @dataclass
-class Run:
+class Session:
+    """One training run, as ``prepare`` builds it: what ``fit`` needs, and the callbacks read
+    afterwards."""
+
     trainer: L.Trainer
     model: SentimentClassifier
     datamodule: IMDBDataModule
     checkpoint: ModelCheckpoint
     history: EpochHistory
-    hardware: Hardware = field(default_factory=Hardware)
 
     def fit(self, resume_from: str | Path | None = None) -> None:
         # weights_only: a resumed checkpoint is never allowed to run code while loading.
@@ -54,14 +56,19 @@ class Run:
             self.model, datamodule=self.datamodule, ckpt_path=resume_from, weights_only=True
         )
 
-    def restore_best(self) -> Path:
-        """Keras's ``restore_best_weights``: load the best epoch's weights into the model."""
+    def best_checkpoint(self) -> Path:
+        """The best epoch's checkpoint, which ``ModelCheckpoint`` kept."""
         best_path = self.checkpoint.best_model_path
         if not best_path:
             raise UserError("training stopped before any validation: no best checkpoint")
+        return Path(best_path)
+
+    def restore_best(self) -> Path:
+        """Keras's ``restore_best_weights``: load the best epoch's weights into the model."""
+        best_path = self.best_checkpoint()
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(best["state_dict"])
-        return Path(best_path)
+        return best_path
 
 
 def check_precision(settings: Settings, hardware: Hardware) -> None:
@@ -87,20 +94,21 @@ def prepare(
     cuda_graphs: bool = True,
     datamodule: IMDBDataModule | None = None,
     save_path: Path | None = None,
-) -> Run:
-    """Seed, then build the data module, the model and a Trainer with the lesson's callbacks.
+) -> Session:
+    """Seed, then build the model and a Trainer with the lesson's callbacks (and the data
+    module of ``settings``, unless ``datamodule`` is given: the tools read the data first, and
+    a resumed run keeps its own data settings).
 
     ``ModelCheckpoint`` keeps the best epoch by validation loss and the last one, both saved
     atomically; ``EarlyStopping`` stops after ``settings.run.patience`` epochs without
-    improvement. ``datamodule`` replaces the one built from ``settings.data`` (a resumed run
-    keeps its own data settings). ``save_path``, where the caller copies the best model, is
+    improvement. ``save_path``, where the caller copies the best model, is
     recorded in the checkpoints for a resumed run to copy it to.
     """
     hardware = hardware or Hardware()
     check_precision(settings, hardware)
     L.seed_everything(settings.run.seed, workers=True, verbose=False)
     if datamodule is None:
-        datamodule = IMDBDataModule(num_words=settings.model.num_words, **asdict(settings.data))
+        datamodule = IMDBDataModule.from_settings(settings)
     model = SentimentClassifier(
         settings.model, settings.optim, fused_rnn=fused_rnn, cuda_graphs=cuda_graphs
     )
@@ -132,7 +140,8 @@ def prepare(
             RandomState(),
             RunSettings(settings.run, save_path),
             checkpoint,
-            # keras.callbacks.EarlyStopping(patience=3); restore_best_weights is restore_best().
+            # keras.callbacks.EarlyStopping(patience=3); restore_best_weights: the model kept
+            # is the best epoch's checkpoint (Session.best_checkpoint, restore_best).
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
         ],
         plugins=[AtomicCheckpointIO()],
@@ -140,7 +149,7 @@ def prepare(
         enable_model_summary=False,  # train.py prints the parameter count, as Keras counts
         log_every_n_steps=50,
     )
-    return Run(trainer, model, datamodule, checkpoint, history, hardware)
+    return Session(trainer, model, datamodule, checkpoint, history)
 
 
 def evaluate(
