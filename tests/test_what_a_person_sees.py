@@ -218,6 +218,68 @@ def test_the_bar_leaves_out_lightnings_version_number(tmp_path):
     assert EpochProgressBar().get_metrics(trainer, None) == {"acc": 0.5}
 
 
+def test_on_a_terminal_each_epochs_bar_stays_with_its_figures(tmp_path, tiny_tarball):
+    """As Keras's verbose=1 leaves a line per epoch: the bar of a finished epoch is not
+    overwritten by the next one's."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    screen, terminal = pty.openpty()  # train.py's output: a terminal of 120 columns
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    flags = [*TINY_RUN_FLAGS, "--data", str(tiny_tarball), "--max-epochs", "3",
+             "--patience", "5", "--logdir", str(tmp_path / "logs"),
+             "--save", str(tmp_path / "best.ckpt")]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *flags],
+        stdin=terminal, stdout=terminal, stderr=terminal,
+        env={**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    os.close(terminal)
+    seen = b""
+    try:
+        while select.select([screen], [], [], 300)[0]:
+            try:
+                chunk = os.read(screen, 65536)
+            except OSError:  # train.py has ended and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+        os.close(screen)
+    shown = on_screen(seen.decode(errors="replace"))
+    bars = [line for line in shown if line.startswith("Epoch ")]
+    assert [bar.split(":")[0] for bar in bars] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"], shown
+    assert all("val_loss=" in bar and "train_loss=" in bar for bar in bars), bars
+
+
+def on_screen(output: str) -> list[str]:
+    """The lines a terminal shows after ``output``: carriage returns, new lines, the cursor
+    moved up a line (ESC [ A) and a line cleared (ESC [ K), as progress bars use them."""
+    rows, row, column = [[]], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|.", output, flags=re.DOTALL):
+        if token == "\n":
+            row, column = row + 1, 0
+            rows.extend([] for _ in range(row + 1 - len(rows)))
+        elif token == "\r":
+            column = 0
+        elif token == "\x1b[A":
+            row = max(row - 1, 0)
+        elif token == "\x1b[K":
+            del rows[row][column:]
+        elif not token.startswith("\x1b"):
+            line = rows[row]
+            line.extend(" " for _ in range(column + 1 - len(line)))
+            line[column] = token
+            column += 1
+    return ["".join(line).rstrip() for line in rows]
+
+
 def test_the_paths_at_the_end_are_as_typed_from_here(tmp_path, tiny_tarball, monkeypatch, capsys):
     from imdb_torch.cli import train as train_cli
 

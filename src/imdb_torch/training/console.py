@@ -1,7 +1,8 @@
 """What a person sees while a run trains: epochs counted from 1, as Keras and the history do.
 
-On a terminal, Lightning's progress bar ("Epoch 3/100"); elsewhere (a file, a pipe,
-``--no-progress``) one line per epoch, the shape of Keras's ``verbose=2``.
+On a terminal, Lightning's progress bar ("Epoch 3/100"), each finished epoch's left on
+screen with its figures, as Keras's ``verbose=1`` leaves a line per epoch; elsewhere (a file,
+a pipe, ``--no-progress``) one line per epoch, the shape of Keras's ``verbose=2``.
 """
 
 from __future__ import annotations
@@ -52,5 +53,5 @@ class EpochLines(L.Callback):
 def progress_callbacks(progress: bool, history) -> list[L.Callback]:
     """The bar on a terminal, else the epoch lines (a bar's carriage returns fill a file)."""
     if progress and sys.stderr.isatty():
-        return [EpochProgressBar()]
+        return [EpochProgressBar(leave=True)]  # leave: a new bar for each epoch, the last kept
     return [EpochLines(history)]
