@@ -50,6 +50,36 @@ def test_archive_and_directory_give_the_same_corpus(tiny_tarball, tiny_tree, tmp
     assert all(from_tar.train[i][0] == START for i in range(len(from_tar.train)))
 
 
+def test_reviews_of_ones_own_in_aclimdbs_layout_are_read_whatever_their_names(tmp_path):
+    """One review per .txt file in train/pos, train/neg, test/pos, test/neg, named as one
+    likes; hidden files (a macOS archive's ._ copies) and other files are not reviews."""
+    from imdb_torch.data.imdb_archive import read_reviews
+
+    files = {
+        "mine/train/pos/battery-lasts.txt": "great battery",
+        "mine/train/pos/3_10.txt": "loved it",
+        "mine/train/pos/12_8.txt": "superb screen",
+        "mine/train/pos/._battery-lasts.txt": "\x00\x05binary",
+        "mine/train/neg/a.txt": "awful",
+        "mine/train/neg/notes.md": "not a review",
+        "mine/test/pos/x.txt": "wonderful",
+        "mine/test/neg/y.txt": "dull",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    for data in (tmp_path / "mine", write_tarball(files, tmp_path / "mine.tar.gz")):
+        splits = read_reviews(data)
+        # Negatives first; aclImdb's numbers in order, then the other names.
+        assert [r.text for r in splits["train"]] == [
+            "awful", "loved it", "superb screen", "great battery"
+        ]  # fmt: skip
+        assert [r.label for r in splits["train"]] == [0, 1, 1, 1]
+        assert [(r.text, r.label) for r in splits["test"]] == [("dull", 0), ("wonderful", 1)]
+    corpus = load_corpus(resolve_source(str(tmp_path / "mine")), tmp_path / "cache")
+    assert len(corpus.train) == 4 and "battery" in corpus.words
+
+
 def test_vocabulary_comes_from_training_reviews_only(tmp_path):
     files = make_reviews(seed=1, per_folder=5)
     files["aclImdb/test/pos/99_10.txt"] = "zyzzyva zyzzyva zyzzyva"
@@ -160,7 +190,7 @@ def test_npz_word_indices_out_of_range_are_refused(tmp_path, index):
 
 def test_archive_without_reviews_is_refused(tmp_path):
     path = write_tarball({"photos/cat.txt": "meow"}, tmp_path / "photos.tar.gz")
-    with pytest.raises(UserError, match="aclImdb layout"):
+    with pytest.raises(UserError, match="expected aclImdb.s layout"):
         load_corpus(resolve_source(str(path)))
 
 

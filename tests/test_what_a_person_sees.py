@@ -122,6 +122,11 @@ def test_off_a_terminal_each_epoch_is_one_line_and_lightnings_noise_is_gone(run)
                   "TensorFlow"):  # fmt: skip
         assert noise not in everything
     assert "preparing aclImdb_tiny.tar.gz: reading and encoding the reviews, once" in done.stdout
+    # The lesson's shapes: 80 training reviews, a fifth of them for validation; 80 test reviews.
+    assert (
+        "reviews: 64 for training, 16 for validation, 80 for test.py (num_words 30, maxlen 20)\n"
+        in done.stdout
+    )
 
 
 def test_epochs_are_counted_from_one_in_file_names_and_the_summary(run):

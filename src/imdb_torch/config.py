@@ -164,16 +164,17 @@ class DataConfig:
 
     data: str | None = setting(
         None,
-        "imdb.npz, aclImdb_v1.tar.gz, an aclImdb/ directory, or 'tfds' (tensorflow-datasets' "
-        "imdb_reviews, with the tfds extra); default: $IMDB_TORCH_DATA, else Keras's imdb.npz "
-        "(downloaded once, verified)",
+        "imdb.npz, aclImdb_v1.tar.gz, an aclImdb/ directory (or reviews of your own laid out "
+        "as it is: train/pos, train/neg, test/pos, test/neg, one .txt file per review), or "
+        "'tfds' (tensorflow-datasets' imdb_reviews, with the tfds extra); default: "
+        "$IMDB_TORCH_DATA, else Keras's imdb.npz (downloaded once, verified)",
     )
     maxlen: int = setting(100, "tokens kept per review, pad_sequences(maxlen=...)")
     padding: str = setting("pre", "where padding goes (Keras's default: pre)", choices=SIDES)
     truncating: str = setting(
         "pre", "pre keeps the last maxlen tokens (Keras's default), post the first", choices=SIDES
     )  # fmt: skip
-    val_size: float = setting(0.2, "validation share of the 25,000 training reviews")
+    val_size: float = setting(0.2, "validation share of the training reviews (IMDB's 25,000)")
     split_seed: int = setting(42, "train_test_split's random_state")
     batch_size: int = setting(64, "training batch size")
     eval_batch_size: int = setting(512, "validation/test batch size; changes speed, not results")

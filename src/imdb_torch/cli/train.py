@@ -107,6 +107,7 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         session.trainer.callbacks.append(HearSecondInterrupt())
         if session.trainer.is_global_zero:
+            print(_data_line(datamodule))
             print(f"experiment {name}: {_parameter_line(session.model)}")
         try:
             session.fit(resume_from=resume_path)  # history = model.fit(...)
@@ -289,6 +290,16 @@ def _claim_version(experiment_dir: Path) -> int | None:
             return version
         except FileExistsError:
             version += 1
+
+
+def _data_line(datamodule: IMDBDataModule) -> str:
+    """What the lesson prints as its arrays' shapes: the reviews in each part of the data."""
+    hp = datamodule.hparams
+    return (
+        f"reviews: {len(datamodule.train_set):,} for training, {len(datamodule.val_set):,} for "
+        f"validation, {len(datamodule.test_set):,} for test.py "
+        f"(num_words {hp.num_words}, maxlen {hp.maxlen})"
+    )
 
 
 def _parameter_line(model: SentimentClassifier) -> str:

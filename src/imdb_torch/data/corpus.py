@@ -33,7 +33,9 @@ from .text import encode, rank_words, tokenize, word_to_index
 from .tfds_source import read_tfds_reviews, tfds_data_dir, tfds_fingerprint
 
 # Bump whenever tokenisation or the cache layout changes: old cache files are then ignored.
-CORPUS_FORMAT = 2  # 2: the words as one UTF-8 text (a fixed-width array grew with the longest)
+# 2: the words as one UTF-8 text (a fixed-width array grew with the longest); 3: every .txt
+# file in a class folder is a review, not only aclImdb's <id>_<rating>.txt.
+CORPUS_FORMAT = 3
 
 KERAS_NPZ = "keras-npz"
 ACLIMDB = "aclimdb"

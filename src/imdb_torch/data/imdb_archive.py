@@ -1,4 +1,5 @@
-"""Reading the Large Movie Review Dataset (``aclImdb``) from its archive or an extracted copy."""
+"""Reading the Large Movie Review Dataset (``aclImdb``) from its archive or an extracted copy,
+and any reviews laid out as it is: ``{train,test}/{pos,neg}/*.txt``, one review per file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 
 # aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt; train/unsup has no label and is skipped.
-_REVIEW = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+# Any other name of a .txt file is a review too, as Keras's text_dataset_from_directory reads a
+# folder per class, but for hidden files (a macOS archive's ._ copies).
+_REVIEW = re.compile(r"(?:^|/)(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
+_IMDB_NAME = re.compile(r"(\d+)_\d+")  # aclImdb's <id>_<rating>
 LABELS = {"neg": 0, "pos": 1}
 # Bounds on what is unpacked, far above the real set (its longest review is about 14 KB, the
 # whole official archive about 500 MB), so that a crafted archive is refused as soon as its
@@ -27,20 +31,25 @@ MAX_ARCHIVE_BYTES = 2**30
 class Review:
     split: str
     label: int
-    id: int
+    id: int | None  # aclImdb's review number; None for a file named otherwise
     text: str
+    name: str = ""  # the file's name without .txt
 
     @property
-    def sort_key(self) -> tuple[str, int, int]:
-        return (self.split, self.label, self.id)
+    def sort_key(self) -> tuple:
+        # By label, then aclImdb's numbers in order, then other names: a fixed order, on which
+        # the validation split depends.
+        return (self.split, self.label, self.id is None, self.id or 0, self.name)
 
 
 def _parse(name: str, raw: bytes) -> Review | None:
     match = _REVIEW.search(name)
     if not match:
         return None
-    split, label, review_id, _rating = match.groups()
-    return Review(split, LABELS[label], int(review_id), raw.decode("utf-8", errors="replace"))
+    split, label, stem = match.groups()
+    number = _IMDB_NAME.fullmatch(stem)
+    text = raw.decode("utf-8", errors="replace")
+    return Review(split, LABELS[label], int(number.group(1)) if number else None, text, stem)
 
 
 def _from_archive(path: Path) -> Iterator[Review]:
@@ -92,8 +101,8 @@ def read_reviews(path: Path) -> dict[str, list[Review]]:
     for split, reviews in splits.items():
         if not reviews or len({r.label for r in reviews}) < 2:
             raise UserError(
-                f"{path} has no usable {split}/pos and {split}/neg reviews: "
-                "expected the aclImdb layout (aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt)"
+                f"{path} has no usable {split}/pos and {split}/neg reviews: expected aclImdb's "
+                "layout, one review per .txt file in train/pos, train/neg, test/pos, test/neg"
             )
         reviews.sort(key=lambda r: r.sort_key)
     return splits
