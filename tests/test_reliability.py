@@ -122,7 +122,9 @@ def test_ctrl_c_ends_gracefully_and_says_how_to_resume(medium_tarball, tmp_path,
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum  # as a shell reports it: 130, or 143 for SIGTERM
-    assert "resume with: python scripts/train.py --resume" in err
+    # The script as it was typed, and where the best model so far is.
+    assert f"resume with: python {ROOT / 'scripts' / 'train.py'} --resume" in err
+    assert "best model so far: " in err and "is written when the run ends" in err
     assert "Traceback" not in err
     # The tool's own words only: not Lightning's about the signal as well.
     assert "Detected KeyboardInterrupt" not in err and "Received SIGTERM" not in err, err
@@ -205,6 +207,10 @@ def test_an_interrupted_run_keeps_its_directory_once_an_epoch_is_saved(
     err = capsys.readouterr().err
     assert "interrupted: 1 epoch saved in" in err and "resume with" in err  # counted from the file
     assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    (best,) = (tmp_path / "lstm" / "version_0" / "checkpoints").glob("best-epoch001-*.ckpt")
+    assert (
+        f"best model so far: {best} ({tmp_path / 'best.ckpt'} is written when the run ends)" in err
+    )
 
 
 def test_a_ctrl_c_while_the_trainer_is_built_leaves_no_directory(

@@ -8,6 +8,7 @@ same flags again itself.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,9 +33,14 @@ def program_name(tool: str) -> str:
 
 
 def rerun_command(tool: str) -> str:
-    """What to type to run a tool again, for messages that tell the user to."""
+    """What to type to run a tool again, for messages that tell the user to: the command, or
+    the script's path as it was typed."""
     name = program_name(tool)
-    return name if name.startswith("imdb-torch-") else f"python scripts/{name}"
+    if name.startswith("imdb-torch-"):
+        return name
+    if Path(sys.argv[0]).name == name:
+        return f"python {shlex.quote(sys.argv[0])}"
+    return f"python scripts/{name}"  # called from Python, not as a script
 
 
 class ArgumentParser(argparse.ArgumentParser):

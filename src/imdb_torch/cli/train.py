@@ -116,7 +116,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if not session.trainer.interrupted:
                 raise
             if session.trainer.is_global_zero:  # the run's directory is the first process's
-                _explain_interrupt(run_dir / "checkpoints" / "last.ckpt")
+                _explain_interrupt(run_dir / "checkpoints" / "last.ckpt", save_path)
                 _drop_if_unsaved(run_dir, new_run)
             return interrupted_status(session.trainer)
         except OSError as exc:
@@ -258,7 +258,7 @@ def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _explain_interrupt(last: Path) -> None:
+def _explain_interrupt(last: Path, save_path: Path) -> None:
     if not last.is_file():
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
         return
@@ -269,8 +269,13 @@ def _explain_interrupt(last: Path) -> None:
         what = f"{saved} epoch{'s' if saved != 1 else ''}"
     except UserError:
         what = "the finished epochs"
-    print(f"\ninterrupted: {what} saved in {last}\n"
-          f"resume with: {rerun_command('train')} --resume {last}", file=sys.stderr)  # fmt: skip
+    print(f"\ninterrupted: {what} saved in {shown(last)}", file=sys.stderr)
+    best = sorted(last.parent.glob("best-*.ckpt"))
+    if best:  # test.py and predict.py take it as it is
+        print(f"best model so far: {shown(best[-1])} ({shown(save_path)} is written when the "
+              "run ends)", file=sys.stderr)  # fmt: skip
+    print(f"resume with: {rerun_command('train')} --resume {shlex.quote(str(shown(last)))}",
+          file=sys.stderr)  # fmt: skip
 
 
 def _claim_version(experiment_dir: Path) -> int | None:
