@@ -64,6 +64,9 @@ def test_predict_json_from_file_skips_blank_lines(runs, tmp_path, capsys):
     assert records[2]["known_words"] == 0 and records[2]["words"] == 2  # unknown words only
     assert 0 <= records[2]["positive"] <= 1
     assert "skipped 2 blank" in captured.err
+    # Each result names its line in the file, blank lines counted, as does its warning.
+    assert [r["number"] for r in records] == [1, 4, 5]
+    assert "line 5: no word the model knows" in captured.err
 
 
 def test_predict_reads_standard_input(runs):

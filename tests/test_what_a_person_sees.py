@@ -164,8 +164,9 @@ def test_predict_says_when_its_probability_means_little(run, capsys):
         records[1]["known_words"] == 20 and "reads 20 of the review's 100" in records[1]["warning"]
     )
     assert records[2]["warning"] is None
-    assert "review 1: no word the model knows" in captured.err
+    assert "review 1: no word the model knows" in captured.err  # the arguments' places
     assert "review 2: the model reads 20" in captured.err
+    assert [record["number"] for record in records] == [1, 2, 3]
 
 
 def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, capsys):
@@ -310,8 +311,8 @@ def test_predict_on_a_file_of_long_reviews_counts_warnings_past_the_first_few(
     reviews.write_text("".join(f"great movie {'plot ' * 50 * (i % 2)}\n" for i in range(16)))
     assert predict_cli.main(["--ckpt", ckpt, "--file", str(reviews)]) == 0
     whole = capsys.readouterr()
-    warned = [line for line in whole.err.splitlines() if line.startswith("review ")]
-    assert [line.split(":")[0] for line in warned] == [f"review {n}" for n in (2, 4, 6, 8, 10)]
+    warned = [line for line in whole.err.splitlines() if line.startswith("line ")]
+    assert [line.split(":")[0] for line in warned] == [f"line {n}" for n in (2, 4, 6, 8, 10)]
     assert whole.err.splitlines()[-1] == (
         "... and 3 more reviews with a warning (--json gives each review's)"
     )

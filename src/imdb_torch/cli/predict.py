@@ -19,9 +19,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(_main, argv, PROG)
 
 
-def _read_reviews(args) -> list[str]:
+def _read_reviews(args) -> tuple[list[int], list[str]]:
     """Reviews from the arguments, --file or stdin, decoded alike: UTF-8, with any bytes that
-    are not replaced by U+FFFD; one review per line, lines split at newlines only."""
+    are not replaced by U+FFFD; one review per line, lines split at newlines only. With each
+    review its number: its line in the input, or its place among the arguments, so that
+    results can be matched with the input after blank lines are skipped."""
     if args.reviews and args.file is not None:
         raise UserError("give reviews as arguments or with --file, not both")
     if args.file == "":
@@ -48,12 +50,13 @@ def _read_reviews(args) -> list[str]:
         text = data.decode("utf-8", "replace")
         lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
         lines = lines if text else []  # an empty input holds no line, not one blank one
-    reviews = [line for line in lines if line.strip()]
-    if len(reviews) < len(lines):
-        print(f"skipped {len(lines) - len(reviews)} blank review(s)", file=sys.stderr)
-    if not reviews:
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if len(numbered) < len(lines):
+        print(f"skipped {len(lines) - len(numbered)} blank review(s)", file=sys.stderr)
+    if not numbered:
         raise UserError("no reviews to classify: give texts as arguments, --file, or stdin")
-    return reviews
+    numbers, reviews = zip(*numbered, strict=True)
+    return list(numbers), list(reviews)
 
 
 def _check_device(text: str) -> None:
@@ -101,18 +104,20 @@ class Progress:
 
 
 class Warnings:
-    """Each review's warning on stderr, the first ``WARNINGS_SHOWN`` of them; then a count."""
+    """Each review's warning on stderr, the first ``WARNINGS_SHOWN`` of them; then a count.
+    A review is named by its line in the input (``line 5``), or its place among the arguments
+    (``review 2``)."""
 
-    def __init__(self, progress: Progress):
-        self.progress, self.count = progress, 0
+    def __init__(self, progress: Progress, called: str):
+        self.progress, self.called, self.count = progress, called, 0
 
-    def add(self, predictions, first_number: int) -> None:
-        for number, p in enumerate(predictions, start=first_number):
+    def add(self, predictions, numbers: list[int]) -> None:
+        for number, p in zip(numbers, predictions, strict=True):
             if p.warning:
                 self.count += 1
                 if self.count <= WARNINGS_SHOWN:
                     self.progress.clear()
-                    print(f"review {number}: {p.warning}", file=sys.stderr)
+                    print(f"{self.called} {number}: {p.warning}", file=sys.stderr)
 
     def summary(self, json_output: bool) -> None:
         more = self.count - WARNINGS_SHOWN
@@ -131,21 +136,22 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_predict_parser().parse_args(argv)
     _check_device(args.device)
     predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
-    reviews = _read_reviews(args)
+    numbers, reviews = _read_reviews(args)
     # A terminal or pipe that cannot show a character gets an escape, not a crash.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     if not args.json:
         print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
     progress = Progress(len(reviews))
-    warned = Warnings(progress)
+    warned = Warnings(progress, called="review" if args.reviews else "line")
     ascii_only = (sys.stdout.encoding or "").lower().replace("-", "") != "utf8"
     try:
         for start in range(0, len(reviews), BLOCK):
             predictions = predictor.predict(reviews[start : start + BLOCK], args.batch_size)
-            warned.add(predictions, first_number=start + 1)
-            for p in predictions:
-                print(_json_line(p, ascii_only) if args.json else _table_row(p))
+            block_numbers = numbers[start : start + BLOCK]
+            warned.add(predictions, block_numbers)
+            for number, p in zip(block_numbers, predictions, strict=True):
+                print(_json_line(p, number, ascii_only) if args.json else _table_row(p))
             sys.stdout.flush()
             progress.update(start + len(predictions))
     finally:  # also when interrupted, or when the reader of the output has gone
@@ -154,8 +160,9 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _json_line(p, ascii_only: bool) -> str:
-    record = {"text": p.text, "positive": round(p.positive, 6), "label": p.label,
+def _json_line(p, number: int, ascii_only: bool) -> str:
+    # number: the review's line in --file or stdin, or its place among the arguments.
+    record = {"number": number, "text": p.text, "positive": round(p.positive, 6), "label": p.label,
               "known_words": p.known_words, "words_read": p.words,
               "words": p.total_words, "warning": p.warning}  # fmt: skip
     # allow_nan=False: every line is JSON (the weights are checked to be finite).
