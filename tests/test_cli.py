@@ -372,3 +372,19 @@ def test_a_script_answers_under_its_file_name(monkeypatch):
     assert rerun_command("train") == "python scripts/train.py"
     monkeypatch.setattr(sys, "argv", ["/venv/bin/imdb-torch-train"])
     assert rerun_command("train") == "imdb-torch-train"
+
+
+def test_a_vocabulary_larger_than_the_reviews_words_is_warned_of(tiny_tarball):
+    import warnings
+
+    from imdb_torch.cli.train import _prepared_data
+
+    from .conftest import tiny_settings
+
+    with pytest.warns(UserWarning, match="--num-words 2000: the training reviews hold") as said:
+        datamodule = _prepared_data(tiny_settings(tiny_tarball, num_words=2000))
+    covering = len(datamodule.words) + 4  # indices 0-3 are reserved; the words' start at 4
+    assert f"(--num-words {covering} covers every word)" in str(said[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where the vocabulary covers every word
+        _prepared_data(tiny_settings(tiny_tarball, num_words=covering))

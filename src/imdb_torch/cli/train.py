@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..config import (
     experiment_name,
 )
 from ..data.datamodule import IMDBDataModule
+from ..data.text import INDEX_FROM
 from ..errors import UserError
 from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
@@ -195,6 +197,14 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
     datamodule = IMDBDataModule.from_settings(settings)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    used = len(datamodule.words) + INDEX_FROM + 1  # the indices a review can hold
+    if used < settings.model.num_words:
+        warnings.warn(
+            f"--num-words {settings.model.num_words}: the training reviews hold "
+            f"{len(datamodule.words):,} distinct words: indices from {used:,} on never occur, "
+            f"and their embedding rows are never used (--num-words {used:,} covers every word)",
+            stacklevel=2,
+        )
     return datamodule
 
 
