@@ -130,6 +130,8 @@ class IMDBDataModule(L.LightningDataModule):
         self._uncached = prepare_corpus(source, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
+        # Every stage gets all three sets: one read of the corpus makes them, and padding and
+        # splitting the training reviews takes a fraction of a second.
         if self.train_set is not None:
             return
         source = self.source = resolve_source(self.hparams.data, self.cache_dir)
