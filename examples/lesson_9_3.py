@@ -125,7 +125,7 @@ def train(name: str, model_config: ModelConfig) -> str:
         enable_model_summary=False,  # printed above
     )
     trainer.fit(model, loader(train_seq, train_target, shuffle=True), loader(val_seq, val_target))
-    best = history.best("val_loss")
+    best = history.best()  # the lowest val_loss
     print(f"{name}: best epoch {best['epoch']}, val_loss {best['val_loss']:.4f}, "
           f"val_acc {best['val_acc']:.4f}")  # fmt: skip
 
