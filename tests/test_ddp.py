@@ -1,13 +1,17 @@
 """Two processes on the CPU (Lightning's DDP over gloo) train as one process does on the same
 global batches; one rank writes the run's files; a multi-process run resumes."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
@@ -92,3 +96,35 @@ def test_a_multi_process_run_resumes(tiny_tarball, tmp_path):
     rows = json.loads((run_dir / "history.json").read_text())
     assert [row["epoch"] for row in rows] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "logs" / "lstm").iterdir()) == ["version_0"]
+
+
+@pytest.mark.parametrize("to", ["the first process", "every process"])
+def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path, to):
+    """SIGTERM, from `kill` (the first process alone) or a job scheduler (the whole process
+    group), stops a multi-process run gracefully and leaves it resumable."""
+    env = {**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--data", str(tiny_tarball),
+         *FLAGS, "--max-epochs", "100000", "--patience", "100000",
+         "--logdir", str(tmp_path / "logs"), "--save", str(tmp_path / "best.ckpt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,  # a process group of its own, its second rank included
+    )  # fmt: skip
+    last = tmp_path / "logs" / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 180
+        while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert last.is_file(), "no epoch finished"
+        time.sleep(1)  # well inside training: two ranks exchanging gradients at every step
+        if to == "the first process":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=90)  # a hang fails here
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == 143, err[-3000:]
+    assert "resume with" in err and "Traceback" not in err, err[-3000:]

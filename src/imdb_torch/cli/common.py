@@ -343,6 +343,28 @@ class HearSecondInterrupt(L.Callback):
             signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
+class SigtermAsCtrlC(L.Callback):
+    """SIGTERM stops a run as Ctrl-C does, in one process or several.
+
+    Lightning installs its own SIGTERM handler as training starts. In a multi-process run it
+    sends the signal on to the other processes and broadcasts from inside the handler: a
+    collective the other processes, busy with their own, do not match, which hung or crashed
+    such runs. Once Lightning's is installed, the tool's handler (``run``: SIGTERM raises
+    KeyboardInterrupt) is put back, and Lightning ends the run as after a Ctrl-C.
+    """
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._put_back_the_tools_handler()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._put_back_the_tools_handler()
+
+    @staticmethod
+    def _put_back_the_tools_handler() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
 def shown(path: Path) -> Path:
     """``path`` as a person would type it here: relative to the working directory if inside."""
     try:

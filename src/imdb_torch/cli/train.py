@@ -40,6 +40,7 @@ from ..training.module import SentimentClassifier
 from ..training.trainer import Session, check_precision, prepare
 from .common import (
     HearSecondInterrupt,
+    SigtermAsCtrlC,
     check_directory_to_be,
     check_writable,
     hardware_from_flags,
@@ -107,7 +108,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except KeyboardInterrupt:
             _drop_if_unsaved(run_dir, new_run)
             raise
-        session.trainer.callbacks.append(HearSecondInterrupt())
+        session.trainer.callbacks += [HearSecondInterrupt(), SigtermAsCtrlC()]
         if session.trainer.is_global_zero:
             print(_data_line(datamodule))
             print(f"experiment {name}: {_parameter_line(session.model)}")
