@@ -37,3 +37,22 @@ def test_device_batches_are_a_dataloaders_batches_in_its_order():
     # And the two passes of a shuffled loader differ, so the comparison above could fail.
     shuffled, _ = _passes(DeviceBatches(reviews.tokens, reviews.labels, 64, True, "cpu"), 5)
     assert not torch.equal(shuffled[0][0], shuffled[3][0])
+
+
+def test_worker_processes_give_the_same_batches_and_random_numbers(tiny_tarball):
+    """--num-workers changes speed, not the run: a DataLoader with worker processes draws
+    what one without them draws, epoch after epoch."""
+    from imdb_torch.data.datamodule import IMDBDataModule
+
+    datamodule = IMDBDataModule(str(tiny_tarball), num_words=30, maxlen=20, batch_size=16,
+                                num_workers=2)  # fmt: skip
+    datamodule.setup("fit")
+    with_workers = datamodule.train_dataloader()  # no Trainer: the DataLoader
+    assert with_workers.num_workers == 2
+    train_set = datamodule.train_set
+    in_process = DeviceBatches(train_set.tokens, train_set.labels, 16, True, "cpu")
+    expected, expected_after = _passes(in_process, seed=5)
+    got, got_after = _passes(with_workers, seed=5)
+    for (tokens, labels), (want_tokens, want_labels) in zip(got, expected, strict=True):
+        assert torch.equal(tokens, want_tokens) and torch.equal(labels, want_labels)
+    assert torch.equal(got_after, expected_after)

@@ -179,14 +179,12 @@ class IMDBDataModule(L.LightningDataModule):
             # One process: the batches are cut where the model is (see batches.py).
             return DeviceBatches(dataset.tokens, dataset.labels, batch_size, shuffle,
                                  trainer.strategy.root_device)  # fmt: skip
+        # Workers started anew each epoch (not persistent_workers): each pass then draws the
+        # random numbers a pass without workers draws, and --num-workers changes speed only.
         return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=keep_batch,
+            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch,
             num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
