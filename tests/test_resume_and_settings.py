@@ -239,6 +239,7 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--lr", "nan", "--lr must be a finite number"),
         ("--lr", "inf", "--lr must be a finite number"),
         ("--lr", "100", "--lr must be at most 10"),
+        ("--ngram-lr", "1e39", "--ngram-lr must be at most 10"),
         ("--grad-clip", "nan", "--grad-clip must be a finite number"),
         ("--dropout", "nan", "--dropout must be a finite number"),
         ("--ema", "nan", "--ema must be a finite number"),
@@ -297,8 +298,13 @@ def test_a_logdir_that_is_a_file(tmp_path, tiny_tarball, capsys):
     assert code == 2 and "is a file, not a directory" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "remedy"),
+    [([], "a smaller --lr or --grad-clip"),
+     (["--ngrams", "2"], "a smaller --lr, --ngram-lr or --grad-clip")],  # its own rate
+)  # fmt: skip
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best(
-    tmp_path, tiny_tarball, capsys, monkeypatch
+    tmp_path, tiny_tarball, capsys, monkeypatch, extra, remedy
 ):
     step = SentimentClassifier.training_step
 
@@ -307,12 +313,12 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best(
         return loss * float("nan") if self.current_epoch == 2 else loss
 
     monkeypatch.setattr(SentimentClassifier, "training_step", breaks_in_epoch_3)
-    code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "5"))
+    code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "5", *extra))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "train_loss became nan in epoch 3" in err
+    assert "train_loss became nan in epoch 3" in err and remedy in err
     assert "best checkpoint so far is kept" in err
-    run_dir = tmp_path / "lstm" / "version_0"
+    (run_dir,) = tmp_path.glob("*/version_0")
     assert [row["epoch"] for row in history(run_dir)] == [1, 2]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1  # the last finite epoch

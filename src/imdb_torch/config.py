@@ -141,13 +141,14 @@ class OptimConfig:
         _check_types(self)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("init", self.init, INITS)
-        _positive("lr", self.lr)
-        if self.lr is not None and self.lr > 10:
-            raise UserError(
-                f"--lr must be at most 10 (larger rates diverge at once), got {self.lr}"
-            )
+        for name in ("lr", "ngram_lr"):
+            value = getattr(self, name)
+            _positive(name, value)
+            if value is not None and value > 10:
+                raise UserError(
+                    f"{_flag(name)} must be at most 10 (larger rates diverge at once), got {value}"
+                )
         _positive("grad_clip", self.grad_clip)
-        _positive("ngram_lr", self.ngram_lr)
         for name in ("lr_decay", "ema"):
             value = getattr(self, name)
             _finite(name, value)

@@ -143,9 +143,12 @@ class StopOnNonFiniteLoss(L.Callback):
                 checkpoint = trainer.checkpoint_callback
                 best = checkpoint.best_model_path if checkpoint else ""
                 kept = f"the best checkpoint so far is kept: {best}" if best else "nothing saved"
+                # --grad-clip clips the network alone: the n-gram model has its own rate.
+                ngrams = getattr(pl_module, "ngrams", None) is not None
+                remedy = "--lr, --ngram-lr or --grad-clip" if ngrams else "--lr or --grad-clip"
                 raise TrainingDiverged(
                     f"{key} became {float(value)} in epoch {trainer.current_epoch + 1}, so "
-                    f"training stopped (a smaller --lr or --grad-clip may help); {kept}"
+                    f"training stopped (a smaller {remedy} may help); {kept}"
                 )
 
 
