@@ -255,6 +255,21 @@ def test_compare_writes_only_a_png_and_never_over_another_file(tmp_path, capsys)
     assert code == 2 and "is not a PNG" in capsys.readouterr().err
     assert not_png.read_bytes() == b"PK\x03\x04 a checkpoint"
     assert history_file.read_text() == "[]"
+    # A PNG, but the run's own loss plot, which nothing would draw again.
+    loss_plot = tmp_path / "loss.png"
+    loss_plot.write_bytes(b"\x89PNG\r\n\x1a\n the run's plot")
+    code = compare_cli.main([str(tmp_path), "--out", str(loss_plot)])
+    assert code == 2 and "that is a run's own loss plot" in capsys.readouterr().err
+    assert loss_plot.read_bytes() == b"\x89PNG\r\n\x1a\n the run's plot"
+
+
+def test_the_best_epoch_is_never_one_whose_loss_is_not_a_number():
+    from imdb_torch.training.callbacks import best_epoch
+
+    rows = [{"epoch": 1, "val_loss": float("nan")}, {"epoch": 2, "val_loss": 0.5},
+            {"epoch": 3, "val_loss": float("-inf")}, {"epoch": 4}]  # fmt: skip
+    assert best_epoch(rows)["epoch"] == 2
+    assert best_epoch(rows[:1]) is None and best_epoch([]) is None
 
 
 def test_compare_a_run_without_epochs_draws_no_empty_legend(tmp_path, capsys, recwarn):

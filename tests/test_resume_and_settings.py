@@ -265,6 +265,8 @@ def test_temporary_files_of_a_killed_run_are_cleared_on_resume(tmp_path, tiny_ta
         ("--strategy", "deepspeed", "--strategy deepspeed"),  # a package not installed
         ("--accelerator", "tpu", "--accelerator tpu"),  # listed, but no TPU here
         ("--name", "../escape", "--name '../escape': give a plain name"),
+        ("--name", "a\nb", "--name 'a\\nb': give a plain name"),
+        ("--name", "version_1", "--name version_1: version_N names the runs' own folders"),
         ("--seed", "abc", "expected a whole number, got 'abc'"),
         ("--num-nodes", "2", "none is set here"),  # not a wait for machines that never come
         ("--num-nodes", "99999999999999999999", "at most"),

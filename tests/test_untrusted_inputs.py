@@ -258,10 +258,17 @@ def test_compare_meets_malformed_files_and_stray_directories(trained, tmp_path, 
     (good / "history.json").write_bytes(b"\xff\xfe")
     one_line(capsys, compare_cli.main([str(good), "--out", str(tmp_path / "c.png")]),
              "cannot read")  # fmt: skip
-    (good / "history.json").write_text(json.dumps([{"epoch": 1, "val_loss": 0.5}]))
-    (good / "test.json").write_text('{"test_acc": "high"}')
+    (good / "history.json").write_text("[" * 100_000 + "]" * 100_000)
     one_line(capsys, compare_cli.main([str(good), "--out", str(tmp_path / "c.png")]),
-             "not a test result")  # fmt: skip
+             "nested too deeply")  # fmt: skip
+    (good / "history.json").write_text(json.dumps([{"epoch": 1, "val_loss": 0.5}]))
+    # A damaged test result leaves its run in the comparison, without a test accuracy.
+    for damaged in ('{"test_acc": "high"}', ""):
+        (good / "test.json").write_text(damaged)
+        with pytest.warns(UserWarning, match="test.json.*left out"):
+            assert compare_cli.main([str(good), "--out", str(tmp_path / "c.png")]) == 0
+        row = capsys.readouterr().out.splitlines()[1]
+        assert row.startswith("gru/version_1") and row.split()[-1] == "-"
     one_line(capsys, compare_cli.main([str(good), "--out", str(tmp_path)]), "is a directory")
 
 

@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.runs import Run, load_runs
+from ..training.callbacks import HISTORY_FILE
 from .common import check_writable, run
 from .parsers import build_compare_parser, program_name
 
@@ -43,6 +44,8 @@ def _checked_out(out: Path) -> Path:
         raise UserError(f"--out {out}: the figure is a PNG; give a name ending in .png")
     if out.exists() and not _is_png(out):
         raise UserError(f"--out {out}: the file exists and is not a PNG; it is left as it is")
+    if out.name == "loss.png" and (out.parent / HISTORY_FILE).is_file():
+        raise UserError(f"--out {out}: that is a run's own loss plot; give another name")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"cannot write {out}: {out.parent} is a file, not a directory")
     if not out.parent.is_dir():

@@ -187,8 +187,11 @@ def _checked_logdir(text: str) -> Path:
 
 
 def _checked_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    plain = name not in (".", "..") and name.isprintable() and not set(name) & set("/\\")
+    if not name or not plain:
         raise UserError(f"--name {name!r}: give a plain name (no slashes), e.g. my-gru")
+    if version_number(Path(name)) >= 0:  # compare.py would take the log directory for a run's
+        raise UserError(f"--name {name}: version_N names the runs' own folders; give another")
     return name
 
 

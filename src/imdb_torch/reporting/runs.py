@@ -4,6 +4,7 @@ test results where they are read."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise UserError(f"cannot read {path} ({exc})") from exc
+    except RecursionError as exc:  # arrays nested thousands deep
+        raise UserError(f"cannot read {path}: nested too deeply to be a result") from exc
 
 
 def checked_history(rows, source) -> list[dict[str, float]]:
@@ -124,7 +127,8 @@ def checked_test(record, source) -> dict | None:
         _is_number(record.get(k)) for k in ("test_loss", "test_acc")
     ):
         return record
-    raise UserError(f"{source}: not a test result as test.py writes it")
+    warnings.warn(f"{source}: not a test result as test.py writes it; left out", stacklevel=2)
+    return None
 
 
 def version_number(run_dir: Path) -> int:
@@ -218,5 +222,10 @@ def _label_apart(runs: list[Run]) -> None:
                 run.name = "/".join(run.run_dir.resolve().parts[-depth:])
 
 
-def _test_of(test_file: Path) -> dict:
-    return checked_test(read_json(test_file), test_file)
+def _test_of(test_file: Path) -> dict | None:
+    try:
+        record = read_json(test_file)
+    except UserError as exc:  # the run is still worth comparing without it
+        warnings.warn(f"{exc}; its test result is left out", stacklevel=2)
+        return None
+    return checked_test(record, test_file)

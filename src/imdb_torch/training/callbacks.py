@@ -72,8 +72,9 @@ class EpochHistory(L.Callback):
 
 def best_epoch(rows: list[dict[str, float]]) -> dict[str, float] | None:
     """The history's row of the epoch ``ModelCheckpoint`` keeps: the lowest validation loss,
-    the first of equals (``None`` before any validation)."""
-    rows = [row for row in rows if "val_loss" in row]
+    the first of equals (``None`` before any validation). A loss that is not a finite number
+    (a history edited by hand: training stops before it records one) is never the best."""
+    rows = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
     return min(rows, key=lambda row: row["val_loss"]) if rows else None
 
 
