@@ -1,6 +1,7 @@
 """predict.py and compare.py on a tiny model trained here."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,50 @@ def test_predict_reads_standard_input(runs):
         input="loved it, great film\n", capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "positive" in result.stdout.splitlines()[1]
+
+
+def test_predict_reads_standard_input_as_file_dash_and_says_when_it_is_closed(runs):
+    predict = [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt",
+               str(runs / "gru.ckpt")]  # fmt: skip
+    result = subprocess.run([*predict, "--file", "-"], input="loved it, great film\n",
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and "positive" in result.stdout.splitlines()[1]
+    for closed, phrase in (("stdin", "standard input is closed"),
+                           ("stdout", "standard output is closed")):  # fmt: skip
+        result = subprocess.run(
+            predict, capture_output=closed == "stdin", text=True, timeout=120,
+            stdin=subprocess.DEVNULL if closed == "stdout" else None,
+            stderr=subprocess.PIPE if closed == "stdout" else None,
+            # The descriptor closed as the shell's <&- and >&- close it.
+            preexec_fn=lambda fd=(0 if closed == "stdin" else 1): os.close(fd),
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == f"predict.py: error: {phrase}" + (
+            ": give reviews as arguments or --file"
+            if closed == "stdin"
+            else ": nowhere to print the results"
+        )
+
+
+def test_a_tool_whose_output_finds_no_room_says_so_in_one_line(runs, tmp_path, tiny_tarball):
+    """`> /dev/full`: one line, and train.py leaves no run directory behind."""
+    scripts = ROOT / "scripts"
+    with open("/dev/full", "w") as full:
+        for command in (
+            [str(scripts / "predict.py"), "--ckpt", str(runs / "gru.ckpt"), "great film"],
+            [str(scripts / "train.py"), "--data", str(tiny_tarball), "--num-words", "30",
+             "--maxlen", "20", "--max-epochs", "2", "--logdir", str(tmp_path / "logs"),
+             "--save", str(tmp_path / "b.ckpt")],
+        ):  # fmt: skip
+            result = subprocess.run([sys.executable, *command], stdout=full, stderr=subprocess.PIPE,
+                                    text=True, timeout=300)  # fmt: skip
+            tool = Path(command[0]).name
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.splitlines()[-1] == (
+                f"{tool}: error: no space left for the output (No space left on device)"
+            )
+            assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("logs/*/version_*")) and not (tmp_path / "b.ckpt").exists()
 
 
 def test_predict_encodes_like_the_training_data(runs, review_files):

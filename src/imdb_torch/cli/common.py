@@ -5,6 +5,7 @@ flags."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -226,12 +227,34 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         # with stdout pointed away, so that Python's flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if output_has_no_room():  # `> /dev/full`, or a full disk under the output's file
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit
+            where = "the output"
+        else:
+            where = exc.filename or "a file"
+        print(f"{prog}: error: no space left for {where} ({exc.strerror})", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = format_warning
         if sigterm_was is not None:
             signal.signal(signal.SIGTERM, sigterm_was)
         if sigint_was is not None:
             signal.signal(signal.SIGINT, sigint_was)
+
+
+def output_has_no_room() -> bool:
+    """Whether standard output cannot be written for want of space (``> /dev/full``): an
+    empty write, which a device without room refuses and any other output takes."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+            os.write(sys.stdout.fileno(), b"")
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _reader_gone() -> bool:

@@ -33,7 +33,7 @@ def _read_reviews(args) -> tuple[list[int], list[str]]:
         raw = [text.encode("utf-8", "surrogateescape") for text in args.reviews]
         lines = [text.decode("utf-8", "replace") for text in raw]
     else:
-        if args.file is not None:
+        if args.file is not None and args.file != "-":  # -: standard input, as for cat
             path = Path(args.file)
             if path.is_dir():
                 raise UserError(f"--file {path}: a directory, not a file of reviews")
@@ -42,6 +42,8 @@ def _read_reviews(args) -> tuple[list[int], list[str]]:
             except OSError as exc:
                 raise UserError(f"cannot read {path}: {exc.strerror}") from exc
         else:
+            if sys.stdin is None:  # started with standard input closed (<&-)
+                raise UserError("standard input is closed: give reviews as arguments or --file")
             if sys.stdin.isatty():
                 print("reading reviews from standard input, one per line (Ctrl-D ends)",
                       file=sys.stderr)  # fmt: skip
@@ -135,6 +137,8 @@ def printable(text: str) -> str:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_predict_parser().parse_args(argv)
     _check_device(args.device)
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        raise UserError("standard output is closed: nowhere to print the results")
     predictor = Predictor.from_path(args.ckpt, device=args.device, fused_rnn=not args.plain_rnn)
     numbers, reviews = _read_reviews(args)
     # A terminal or pipe that cannot show a character gets an escape, not a crash.

@@ -45,6 +45,7 @@ from .common import (
     check_writable,
     hardware_from_flags,
     interrupted_status,
+    output_has_no_room,
     quiet_lightning,
     run,
     second_signal_ends_it,
@@ -105,32 +106,30 @@ def _main(argv: Sequence[str] | None) -> int:
                 progress=not args.no_progress, fused_rnn=not args.plain_rnn,
                 cuda_graphs=not args.plain_rnn, datamodule=datamodule, save_path=save_path,
             )  # fmt: skip
-        except KeyboardInterrupt:
-            _drop_if_unsaved(run_dir, new_run)
-            raise
-        session.trainer.callbacks += [HearSecondInterrupt(), SigtermAsCtrlC()]
-        if session.trainer.is_global_zero:
-            print(_data_line(datamodule))
-            print(f"experiment {name}: {_parameter_line(session.model)}")
-        try:
-            session.fit(resume_from=resume_path)  # history = model.fit(...)
-        except SystemExit:
-            # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
-            if not session.trainer.interrupted:
-                raise
-            if session.trainer.is_global_zero:  # the run's directory is the first process's
-                _explain_interrupt(run_dir / "checkpoints" / "last.ckpt", save_path)
-                _drop_if_unsaved(run_dir, new_run)
-            return interrupted_status(session.trainer)
-        except OSError as exc:
-            _raise_if_disk_full(exc, run_dir)
-            raise
-        if not session.trainer.is_global_zero:
-            return 0
-        try:
+            session.trainer.callbacks += [HearSecondInterrupt(), SigtermAsCtrlC()]
+            if session.trainer.is_global_zero:
+                print(_data_line(datamodule))
+                print(f"experiment {name}: {_parameter_line(session.model)}")
+            try:
+                session.fit(resume_from=resume_path)  # history = model.fit(...)
+            except SystemExit:
+                # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
+                if not session.trainer.interrupted:
+                    raise
+                if session.trainer.is_global_zero:  # the run's directory is the first process's
+                    _explain_interrupt(run_dir / "checkpoints" / "last.ckpt", save_path)
+                    _drop_if_unsaved(run_dir, new_run)
+                return interrupted_status(session.trainer)
+            if not session.trainer.is_global_zero:
+                return 0
             return _finish(session, save_path, name)
-        except OSError as exc:
-            _raise_if_disk_full(exc, run_dir)
+        except BaseException as exc:
+            # Whatever ended it (an interrupt, an error), a new run with no checkpoint yet
+            # leaves no directory: it would be an empty row in TensorBoard and compare.py.
+            if session is None or session.trainer.is_global_zero:
+                _drop_if_unsaved(run_dir, new_run)
+            if isinstance(exc, OSError):
+                _raise_if_disk_full(exc, run_dir)
             raise
 
 
@@ -230,7 +229,8 @@ def _check_free_space(settings: Settings, save_path: Path, logdir: Path) -> None
 
 
 def _raise_if_disk_full(exc: OSError, run_dir: Path) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # Standard output without room is the output's problem, not the run's (common.run).
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not output_has_no_room():
         # A file in the system's temporary folder is a writer's staging copy, which tells the
         # user nothing: the run's directory does.
         where = exc.filename
