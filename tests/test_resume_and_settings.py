@@ -74,6 +74,29 @@ def test_resuming_from_another_directory_and_after_the_run_moved(tmp_path, tiny_
     assert not (tmp_path / "a").exists()
 
 
+def test_a_copied_run_does_not_write_its_best_model_over_the_originals(
+    tmp_path, tiny_tarball, monkeypatch, capsys
+):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert train_cli.main(relative_flags(tiny_tarball, "--max-epochs", "1")) == 0
+    original = (tmp_path / "a" / "best.ckpt").read_bytes()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # a copy of the whole project
+    monkeypatch.chdir(tmp_path / "b")
+    last = "lightning_logs/lstm/version_0/checkpoints/last.ckpt"
+    capsys.readouterr()
+    assert train_cli.main(["--resume", last, "--max-epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"this run is a copy of {tmp_path / 'a' / 'lightning_logs' / 'lstm' / 'version_0'}" in err
+    )
+    assert train_cli.main(["--resume", last, "--max-epochs", "2", "--save", "best.ckpt"]) == 0
+    assert (tmp_path / "a" / "best.ckpt").read_bytes() == original  # the original's, as it was
+    assert (tmp_path / "b" / "best.ckpt").read_bytes() != original
+    # Once resumed where it is, the copy is a run of its own: its --save is recorded again.
+    assert train_cli.main(["--resume", last, "--max-epochs", "3"]) == 0
+
+
 def test_a_run_in_use_is_not_resumed_by_a_second_process(tmp_path, tiny_tarball, capsys):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     run_dir = tmp_path / "lstm" / "version_0"

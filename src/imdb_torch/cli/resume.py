@@ -18,7 +18,7 @@ from ..config import Settings, experiment_name, resolve
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.plots import plot_losses
-from ..reporting.runs import callback_states, history_in, version_number
+from ..reporting.runs import callback_states, history_in, run_dir_of, version_number
 from ..training.callbacks import SAVE_PATH_KEY
 from ..training.checkpoint import (
     checkpoint_file,
@@ -43,7 +43,21 @@ class Resumption:
 
     def recorded_save(self) -> str:
         """Where the run was started to copy its best model (its --save)."""
-        return _recorded_save(self.checkpoint)
+        recorded = _recorded_save(self.checkpoint)
+        # A copy of a run (a copied project) must not write its best model over the
+        # original's: the original run directory is still there.
+        started_in = run_dir_of(self.checkpoint)
+        if (
+            started_in is not None
+            and started_in.resolve() != self.run_dir.resolve()
+            and (started_in / "checkpoints").is_dir()
+            and recorded != DEFAULT_SAVE
+        ):
+            raise UserError(
+                f"this run is a copy of {started_in}, whose best model goes to {recorded}; "
+                "resume with --save PATH to say where this one's goes"
+            )
+        return recorded
 
     def complete(self, save_path: Path, replace: bool) -> None:
         """What a finished run may lack, made: the loss plot, and its best model at
