@@ -125,6 +125,20 @@ def test_reproduce_refuses_an_out_that_is_a_file(tmp_path, tiny_tarball, capsys)
     assert out.read_text() == "keep me"
 
 
+def test_reproduce_refuses_empty_paths_rather_than_the_working_directory(
+    tmp_path, tiny_tarball, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "summary.md").write_text("my notes")
+    argv = ["--experiments", "lstm", "--seeds", "1", "--max-epochs", "1", "--no-progress"]
+    _one_line(capsys, reproduce_cli.main([*argv, "--data", str(tiny_tarball), "--out", ""]),
+              "--out '': give a directory")  # fmt: skip
+    _one_line(capsys, reproduce_cli.main([*argv, "--data", "", "--out", "results"]),
+              "--data must not be empty")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.md"]
+    assert (tmp_path / "summary.md").read_text() == "my notes"
+
+
 def test_reproduce_leaves_no_folder_behind_for_bad_data(tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["--data", str(tmp_path / "missing.tar.gz"), "--experiments", "lstm", "--seeds",

@@ -48,7 +48,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_reproduce_parser().parse_args(argv)
     quiet_lightning()
     hardware = _one_process(hardware_from_flags(args))
-    out = _checked_out(Path(args.out).resolve())
+    out = _checked_out(args.out)
     # Every job checked before the first is trained: a bad seed, or a finished run of other
     # settings in --out, is found at once, not hours later.
     jobs = [(experiment, seed, _settings(args, experiment, seed),
@@ -75,9 +75,12 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _checked_out(out: Path) -> Path:
-    """``out``, if results can be written there. It is made only when the first run starts,
+def _checked_out(text: str) -> Path:
+    """``--out``, if results can be written there. It is made only when the first run starts,
     so that a mistake found before (a bad --data, say) leaves no empty folder behind."""
+    if not text.strip():  # not the working directory, whose files the results would replace
+        raise UserError("--out '': give a directory for the results, e.g. results/chapter")
+    out = Path(text).expanduser().resolve()
     check_directory_to_be(out, f"--out {out}")
     return out
 
@@ -94,7 +97,7 @@ def _settings(args, experiment: str, seed: int) -> Settings:
 def _absolute(data: str | None) -> str | None:
     """A data path as the records keep it: one file however it was spelled, or from
     wherever the command runs (``keras``, ``tfds`` and None name sources, not files)."""
-    if data is None or not Path(data).expanduser().exists():
+    if not data or not Path(data).expanduser().exists():  # "": refused with the settings
         return data
     return str(Path(data).expanduser().resolve())
 
