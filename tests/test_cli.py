@@ -388,3 +388,23 @@ def test_a_vocabulary_larger_than_the_reviews_words_is_warned_of(tiny_tarball):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning where the vocabulary covers every word
         _prepared_data(tiny_settings(tiny_tarball, num_words=covering))
+
+
+def test_flags_that_change_nothing_are_said_so():
+    import warnings
+
+    from imdb_torch.cli.train import _warn_of_flags_without_effect
+
+    parser = build_train_parser()
+    args = parser.parse_args(["--ngram-lr", "0.1", "--optimizer", "adam",
+                              "--dense-embedding-updates"])  # fmt: skip
+    with pytest.warns(UserWarning) as said:
+        _warn_of_flags_without_effect(given_settings(args), args.settings)
+    assert [str(w.message) for w in said] == [
+        "--ngram-lr has no effect without --ngrams",
+        "--dense-embedding-updates has no effect with --optimizer adam",
+    ]
+    args = parser.parse_args(["--ngrams", "2", "--ngram-lr", "0.1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_of_flags_without_effect(given_settings(args), args.settings)

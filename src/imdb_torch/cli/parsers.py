@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from ..config import (
@@ -73,7 +74,10 @@ def add_hardware_flags(parser: argparse.ArgumentParser):
         "--devices", default="auto", help="how many devices, or which: e.g. 2 or 0,1 (default auto)"
     )
     group.add_argument(
-        "--precision", default=None, help="e.g. 32-true, 16-mixed, bf16-mixed (default: 32-true)"
+        "--precision",
+        default=None,
+        help="e.g. 32-true or, on a GPU, bf16-mixed (16-mixed needs --optimizer adam or "
+        "--dense-embedding-updates) (default: 32-true)",
     )
     add_plain_rnn_flag(group)
     return group
@@ -132,11 +136,13 @@ class TrainParser(ArgumentParser):
 def build_train_parser() -> TrainParser:
     parser = TrainParser(
         prog=program_name("train"),
-        description=(
+        # Wrapped here: the raw formatter, which keeps the epilog's lines, keeps this one's.
+        description=textwrap.fill(
             "Train a sentiment classifier on IMDB: Embedding(500, 16) -> LSTM/GRU -> Dense(1), "
             "RMSprop(1e-4), batch 64, early stopping on validation loss with patience 3. "
             "Writes TensorBoard logs and checkpoints under --logdir, the best model to --save, "
-            "and a train/val loss plot."
+            "and a train/val loss plot.",
+            width=78,
         ),
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,7 +157,11 @@ def build_train_parser() -> TrainParser:
     add_setting_flags(parser.add_argument_group("training"), RunConfig)
 
     hardware = add_hardware_flags(parser)
-    hardware.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs")
+    hardware.add_argument(
+        "--strategy",
+        default="auto",
+        help="e.g. ddp for several processes: GPUs, or CPU processes with --accelerator cpu",
+    )
     hardware.add_argument("--num-nodes", type=positive_int, default=1, help="machines (1)")
 
     out = parser.add_argument_group("output")

@@ -86,6 +86,7 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
+        _warn_of_flags_without_effect(given, settings)
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
         save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
@@ -131,6 +132,19 @@ def _main(argv: Sequence[str] | None) -> int:
             if isinstance(exc, OSError):
                 _raise_if_disk_full(exc, run_dir)
             raise
+
+
+def _warn_of_flags_without_effect(given: dict, settings: Settings) -> None:
+    """A flag whose setting nothing reads, said so rather than silently taken."""
+    unused = []
+    if not settings.model.ngrams:
+        unused += [(name, "without --ngrams") for name in ("ngram_lr", "ngram_buckets")]
+    if settings.optim.optimizer != "rmsprop":
+        unused.append(("dense_embedding_updates", f"with --optimizer {settings.optim.optimizer}"))
+    for name, why in unused:
+        if name in given:
+            flag = "--" + name.replace("_", "-")
+            warnings.warn(f"{flag} has no effect {why}", stacklevel=2)
 
 
 def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
