@@ -88,6 +88,23 @@ def test_test_tool_reports_accuracy_and_confusion_matrix(trained, capsys):
     assert "confusion matrix" in out and "precision" in out
 
 
+def test_test_py_names_the_result_file_it_could_not_write(trained, capsys):
+    test_json = trained / "logs" / "gru" / "version_0" / "test.json"
+    kept = test_json.read_bytes() if test_json.is_file() else None
+    test_json.unlink(missing_ok=True)
+    test_json.mkdir()  # in the way: a directory where the result goes
+    try:
+        assert test_cli.main(["--ckpt", str(trained / "best.ckpt")]) == 0
+        err = capsys.readouterr().err.strip()
+        assert (
+            err == f"(the result is not recorded in the run directory: Is a directory: {test_json})"
+        )
+    finally:
+        test_json.rmdir()
+        if kept is not None:
+            test_json.write_bytes(kept)
+
+
 def test_test_py_takes_no_progress_as_train_py_does(trained, capsys):
     assert test_cli.main(["--ckpt", str(trained / "best.ckpt"), "--no-progress"]) == 0
     assert "test_acc:" in capsys.readouterr().out

@@ -69,7 +69,11 @@ def _main(argv: Sequence[str] | None) -> int:
         note = _record(checkpoint, Path(args.ckpt), metrics, len(labels),
                        datamodule.source_record(), args.data is not None)  # fmt: skip
     except OSError as exc:
-        note = f"the result is not recorded in the run directory: {exc.strerror}: {exc.filename}"
+        # Named by the file it was to become, not by the temporary file written first.
+        where = exc.filename2 or exc.filename
+        if where and Path(where).name.startswith(".") and Path(where).name.endswith(".tmp"):
+            where = Path(where).parent / TEST_FILE
+        note = f"the result is not recorded in the run directory: {exc.strerror}: {where}"
     print(f"test reviews: {len(labels):,}")
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
