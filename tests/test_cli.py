@@ -389,6 +389,26 @@ def test_a_script_answers_under_its_file_name(monkeypatch):
     assert rerun_command("train") == "python scripts/train.py"
     monkeypatch.setattr(sys, "argv", ["/venv/bin/imdb-torch-train"])
     assert rerun_command("train") == "imdb-torch-train"
+    # python -m imdb_torch.cli.train: the module's own file, which runs only as a module.
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "imdb_torch" / "cli" / "train.py")])
+    assert rerun_command("train") == "python -m imdb_torch.cli.train"
+
+
+def test_the_sigterm_callback_puts_back_the_handler_that_was_there_before_lightnings():
+    import signal
+
+    from imdb_torch.cli.common import SigtermAsCtrlC
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM the caller chose to ignore
+        callback = SigtermAsCtrlC()
+        callback.setup(None, None, "fit")
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # as Lightning installs its
+        callback.on_train_start(None, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_a_vocabulary_larger_than_the_reviews_words_is_warned_of(tiny_tarball):
@@ -419,7 +439,7 @@ def test_flags_that_change_nothing_are_said_so():
         _warn_of_flags_without_effect(given_settings(args), args.settings)
     assert [str(w.message) for w in said] == [
         "--ngram-lr has no effect without --ngrams",
-        "--dense-embedding-updates has no effect with --optimizer adam",
+        "--dense-embedding-updates has no effect with adam",
     ]
     args = parser.parse_args(["--ngrams", "2", "--ngram-lr", "0.1"])
     with warnings.catch_warnings():

@@ -98,8 +98,9 @@ def test_a_multi_process_run_resumes(tiny_tarball, tmp_path):
     assert sorted(p.name for p in (tmp_path / "logs" / "lstm").iterdir()) == ["version_0"]
 
 
+@pytest.mark.parametrize("attempt", [1, 2])  # a race: each try may miss it
 @pytest.mark.parametrize("to", ["the first process", "every process"])
-def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path, to):
+def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path, to, attempt):
     """SIGTERM, from `kill` (the first process alone) or a job scheduler (the whole process
     group), stops a multi-process run gracefully and leaves it resumable."""
     env = {**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}

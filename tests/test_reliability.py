@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_ctrl_c_ends_gracefully_and_says_how_to_resume(medium_tarball, tmp_path,
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum  # as a shell reports it: 130, or 143 for SIGTERM
     # The script as it was typed, and where the best model so far is.
-    assert f"resume with: python {ROOT / 'scripts' / 'train.py'} --resume" in err
+    assert f"resume with: python {shlex.quote(str(ROOT / 'scripts' / 'train.py'))} --resume" in err
     assert "best model so far: " in err and "is written when the run ends" in err
     assert "Traceback" not in err
     # The tool's own words only: not Lightning's about the signal as well.

@@ -383,6 +383,9 @@ def test_a_disk_that_fills_while_saving_is_one_line(tmp_path, tiny_tarball, caps
     code = train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "the disk is full" in err
+    # The first epoch's checkpoint failed: nothing to resume, and no empty run directory.
+    assert err.endswith("no epoch was saved: free some space and start the run again"), err
+    assert not list(tmp_path.glob("lstm/version_*"))
 
     # A writer's staging copy in the system's temporary folder is not named: the run is.
     def full_while_staging(self, checkpoint, path, storage_options=None):
@@ -392,6 +395,16 @@ def test_a_disk_that_fills_while_saving_is_one_line(tmp_path, tiny_tarball, caps
     code = train_cli.main(flags(tiny_tarball, tmp_path / "b", "--max-epochs", "1"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"the disk is full (while saving in {tmp_path / 'b'}" in err, err
+
+    # Once an epoch is saved, the run is left to resume.
+    monkeypatch.undo()
+    assert train_cli.main(flags(tiny_tarball, tmp_path / "c", "--max-epochs", "1")) == 0
+    last = tmp_path / "c" / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full)
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2",
+                           "--save", str(tmp_path / "c.ckpt")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("intact: free some space and continue with --resume"), err
 
 
 def test_history_json_is_valid_after_resume(tmp_path, tiny_tarball):

@@ -11,6 +11,7 @@ import os
 import re
 import select
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -230,12 +231,13 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        if output_has_no_room():  # `> /dev/full`, or a full disk under the output's file
+        if output_has_no_room():  # `> /dev/full`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit
-            where = "the output"
+            print(f"{prog}: error: no space left for the output ({exc.strerror})",
+                  file=sys.stderr)  # fmt: skip
         else:
-            where = exc.filename or "a file"
-        print(f"{prog}: error: no space left for {where} ({exc.strerror})", file=sys.stderr)
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"{prog}: error: the disk is full{where}", file=sys.stderr)
         return 1
     finally:
         warnings.formatwarning = format_warning
@@ -246,15 +248,19 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
 
 
 def output_has_no_room() -> bool:
-    """Whether standard output cannot be written for want of space (``> /dev/full``): an
-    empty write, which a device without room refuses and any other output takes."""
+    """Whether standard output is a device or pipe that takes nothing more (``> /dev/full``):
+    an empty write, which such a device refuses. (Output to a file on a full disk is the
+    disk's problem, which the tools report as such.)"""
     try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-            os.write(sys.stdout.fileno(), b"")
+        if sys.stdout is None or stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode):
+            return False
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), b"")
         return False
     except OSError as exc:
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    except ValueError:  # a standard output that is no file (a test's capture)
+        return False
 
 
 def _reader_gone() -> bool:
@@ -372,20 +378,27 @@ class SigtermAsCtrlC(L.Callback):
     Lightning installs its own SIGTERM handler as training starts. In a multi-process run it
     sends the signal on to the other processes and broadcasts from inside the handler: a
     collective the other processes, busy with their own, do not match, which hung or crashed
-    such runs. Once Lightning's is installed, the tool's handler (``run``: SIGTERM raises
-    KeyboardInterrupt) is put back, and Lightning ends the run as after a Ctrl-C.
+    such runs. Once Lightning's is installed, the handler before it is put back: the tool's
+    (``run``: SIGTERM raises KeyboardInterrupt), and Lightning ends the run as after a Ctrl-C.
     """
 
+    def __init__(self) -> None:
+        self.before_lightning = None
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        # Before Lightning installs its own handler (just before the loops start).
+        if threading.current_thread() is threading.main_thread():
+            self.before_lightning = signal.getsignal(signal.SIGTERM)
+
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._put_back_the_tools_handler()
+        self._put_back()
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._put_back_the_tools_handler()
+        self._put_back()
 
-    @staticmethod
-    def _put_back_the_tools_handler() -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    def _put_back(self) -> None:
+        if self.before_lightning is not None:
+            signal.signal(signal.SIGTERM, self.before_lightning)
 
 
 def shown(path: Path) -> Path:

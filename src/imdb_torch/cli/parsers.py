@@ -39,6 +39,8 @@ def rerun_command(tool: str) -> str:
     name = program_name(tool)
     if name.startswith("imdb-torch-"):
         return name
+    if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent:
+        return f"python -m {__package__}.{tool}"  # the module itself, run with -m
     if Path(sys.argv[0]).name == name:
         return f"python {shlex.quote(sys.argv[0])}"
     return f"python scripts/{name}"  # called from Python, not as a script
@@ -254,8 +256,17 @@ def build_predict_parser() -> ArgumentParser:
     )
     parser.add_argument("reviews", nargs="*", help="review texts (quote each one)")
     parser.add_argument("--ckpt", required=True, help="checkpoint from train.py (e.g. best.ckpt)")
-    parser.add_argument("--file", help="a UTF-8 text file with one review per line")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--file",
+        help="a UTF-8 text file with one review per line (- for "
+        "standard input, which is also read when no review is given)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per review, its "
+        "number the review's line in the input (or place among the arguments)",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=1024, help="reviews per batch (default 1024)"
     )

@@ -51,7 +51,7 @@ class Resumption:
             started_in is not None
             and started_in.resolve() != self.run_dir.resolve()
             and (started_in / "checkpoints").is_dir()
-            and recorded != DEFAULT_SAVE
+            and recorded != DEFAULT_SAVE  # the default of checkpoints that record none
         ):
             raise UserError(
                 f"this run is a copy of {started_in}, whose best model goes to {recorded}; "
@@ -146,8 +146,8 @@ def _check_not_behind_last(resume_path: Path, epochs: int, run_dir: Path) -> Non
         raise UserError(
             f"{resume_path.name} holds {epochs} epoch{'s' if epochs != 1 else ''}, the run's "
             f"last.ckpt {saved}: resuming it would train epochs {epochs + 1} to {saved} again "
-            f"over the run's files; resume {last} (to branch off, copy the run directory "
-            "and delete the copy's checkpoints/last.ckpt)"
+            f"over the run's files; resume {last} (to branch off, copy the run directory, "
+            "delete the copy's checkpoints/last.ckpt and give the copy its own --save)"
         )
 
 

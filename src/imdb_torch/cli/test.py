@@ -13,6 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
+from ..fileio import TMP_SUFFIX
 from ..reporting.runs import TEST_FILE, own_run_dir, write_test_result
 from ..training.checkpoint import (
     check_vocabulary,
@@ -71,7 +72,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         # Named by the file it was to become, not by the temporary file written first.
         where = exc.filename2 or exc.filename
-        if where and Path(where).name.startswith(".") and Path(where).name.endswith(".tmp"):
+        if where and Path(where).name.startswith(".") and Path(where).name.endswith(TMP_SUFFIX):
             where = Path(where).parent / TEST_FILE
         note = f"the result is not recorded in the run directory: {exc.strerror}: {where}"
     print(f"test reviews: {len(labels):,}")

@@ -86,7 +86,8 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         resume_path = None
         settings = args.settings  # resolved and checked as the flags were parsed
-        _warn_of_flags_without_effect(given, settings)
+        if _main_process():  # the other processes of a multi-process run say nothing
+            _warn_of_flags_without_effect(given, settings)
         name = _checked_name(args.name or experiment_name(settings.model))
         logdir = _checked_logdir(args.logdir)
         save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
@@ -100,8 +101,8 @@ def _main(argv: Sequence[str] | None) -> int:
     run_dir = logdir / name / f"version_{version}"
     new_run = not args.resume and _main_process()
     session = None  # read by the lambda when a second Ctrl-C comes
-    with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(session)):
-        try:
+    try:
+        with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(session)):
             session = prepare(
                 settings, logdir=logdir, name=name, version=version, hardware=hardware,
                 progress=not args.no_progress, fused_rnn=not args.plain_rnn,
@@ -124,14 +125,14 @@ def _main(argv: Sequence[str] | None) -> int:
             if not session.trainer.is_global_zero:
                 return 0
             return _finish(session, save_path, name)
-        except BaseException as exc:
-            # Whatever ended it (an interrupt, an error), a new run with no checkpoint yet
-            # leaves no directory: it would be an empty row in TensorBoard and compare.py.
-            if session is None or session.trainer.is_global_zero:
-                _drop_if_unsaved(run_dir, new_run)
-            if isinstance(exc, OSError):
-                _raise_if_disk_full(exc, run_dir)
-            raise
+    except BaseException as exc:
+        # Whatever ended it (an interrupt, an error), a new run with no checkpoint yet leaves
+        # no directory: it would be an empty row in TensorBoard and compare.py.
+        if session is None or session.trainer.is_global_zero:
+            _drop_if_unsaved(run_dir, new_run)
+        if isinstance(exc, OSError):
+            _raise_if_disk_full(exc, run_dir)
+        raise
 
 
 def _warn_of_flags_without_effect(given: dict, settings: Settings) -> None:
@@ -140,7 +141,7 @@ def _warn_of_flags_without_effect(given: dict, settings: Settings) -> None:
     if not settings.model.ngrams:
         unused += [(name, "without --ngrams") for name in ("ngram_lr", "ngram_buckets")]
     if settings.optim.optimizer != "rmsprop":
-        unused.append(("dense_embedding_updates", f"with --optimizer {settings.optim.optimizer}"))
+        unused.append(("dense_embedding_updates", f"with {settings.optim.optimizer}"))
     for name, why in unused:
         if name in given:
             flag = "--" + name.replace("_", "-")
@@ -215,7 +216,7 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
     datamodule.prepare_data()
     datamodule.setup("fit")
     used = len(datamodule.words) + INDEX_FROM + 1  # the indices a review can hold
-    if used < settings.model.num_words:
+    if used < settings.model.num_words and _main_process():
         warnings.warn(
             f"--num-words {settings.model.num_words}: the training reviews hold "
             f"{len(datamodule.words):,} distinct words: indices from {used:,} on never occur, "
@@ -250,10 +251,11 @@ def _raise_if_disk_full(exc: OSError, run_dir: Path) -> None:
         where = exc.filename
         if not where or Path(where).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
             where = f"while saving in {run_dir}"
-        raise UserError(
-            f"the disk is full ({where}); the files written before are intact: free some "
-            "space and continue with --resume"
-        ) from exc
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            then = "the files written before are intact: free some space and continue with --resume"
+        else:
+            then = "no epoch was saved: free some space and start the run again"
+        raise UserError(f"the disk is full ({where}); {then}") from exc
 
 
 def _main_process() -> bool:
@@ -278,7 +280,7 @@ def _held(run_dir: Path):
 
 
 def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
-    """A new run interrupted before any checkpoint was written leaves no directory: it would
+    """A new run that ends before any checkpoint was written leaves no directory: it would
     be an empty row in TensorBoard and compare.py. Judged by the files, which the processes
     of a multi-process run write, not by this process's callback."""
     checkpoints = run_dir / "checkpoints"

@@ -91,7 +91,7 @@ def _from_directory(path: Path) -> Iterator[Review]:
 
 
 def read_reviews(path: Path) -> dict[str, list[Review]]:
-    """Labelled train and test reviews, each split in a fixed order (label, then review id)."""
+    """Labelled train and test reviews, each split in a fixed order (``Review.sort_key``)."""
     source = _from_directory(path) if path.is_dir() else _from_archive(path)
     splits: dict[str, list[Review]] = {"train": [], "test": []}
     for review in tqdm(
