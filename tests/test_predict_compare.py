@@ -229,6 +229,9 @@ def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert compare_cli.main([str(tmp_path / "empty"), "--out", str(tmp_path / "c.png")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("a file given by mistake")
+    assert compare_cli.main([str(tmp_path / "notes.txt"), "--out", str(tmp_path / "c.png")]) == 2
+    assert "notes.txt is neither a checkpoint nor a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", ["predict.py", "compare.py"])

@@ -143,7 +143,10 @@ def test_reproduce_leaves_no_folder_behind_for_bad_data(tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["--data", str(tmp_path / "missing.tar.gz"), "--experiments", "lstm", "--seeds",
             "1", "--max-epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
-    _one_line(capsys, reproduce_cli.main(argv), "missing.tar.gz")
+    code = reproduce_cli.main(argv)
+    said = capsys.readouterr()
+    assert code == 2 and len(said.err.strip().splitlines()) == 1 and "missing.tar.gz" in said.err
+    assert "training" not in said.out  # said before any job is announced
     assert not out.exists()
 
 

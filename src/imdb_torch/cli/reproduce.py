@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from ..config import Settings, resolve
+from ..data.corpus import resolve_source
 from ..data.datamodule import IMDBDataModule
 from ..errors import UserError
 from ..fileio import run_lock
@@ -57,6 +58,10 @@ def _main(argv: Sequence[str] | None) -> int:
     for _, _, settings, target in jobs:
         if target.is_file():
             _check_kept(target, settings)
+    to_train = [settings for _, _, settings, target in jobs if not target.is_file()]
+    if to_train:  # a bad --data is said before any job is announced
+        data = to_train[0].data
+        resolve_source(data.data, Path(data.cache_dir).expanduser() if data.cache_dir else None)
     for number, (experiment, seed, settings, target) in enumerate(jobs, start=1):
         if target.is_file():
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")

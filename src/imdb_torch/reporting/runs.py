@@ -148,6 +148,8 @@ def load_run(path: str | Path) -> Run:
     """A run from a checkpoint, a run directory, or an experiment directory (newest run)."""
     path = Path(path)
     if path.is_file():
+        if not _is_zip(path):  # every checkpoint is one: a text file given by mistake, say
+            raise UserError(f"{path} is neither a checkpoint nor a run directory")
         checkpoint = read_checkpoint(path)
         run_dir = own_run_dir(checkpoint, path)
         test_file = run_dir / TEST_FILE if run_dir else None
@@ -172,6 +174,14 @@ def load_run(path: str | Path) -> Run:
         _test_of(test_file) if test_file.is_file() else None,
         path,
     )
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
