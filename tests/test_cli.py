@@ -65,6 +65,14 @@ def test_best_checkpoint_is_the_lowest_validation_loss(trained):
     assert checkpoint["epoch"] == best["epoch"] - 1
 
 
+def test_hparams_yaml_holds_the_runs_settings_beside_the_models_and_the_datas(trained):
+    import yaml
+
+    hparams = yaml.safe_load((trained / "logs" / "gru" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["model"]["arch"] == "gru" and hparams["maxlen"] == 20
+    assert hparams["run"] == {"seed": 1, "max_epochs": 3, "patience": 3}
+
+
 def test_checkpoint_round_trip_keeps_weights_settings_and_vocabulary(trained, tiny_tarball):
     checkpoint = read_checkpoint(trained / "best.ckpt")
     model = model_from_checkpoint(checkpoint)

@@ -4,7 +4,7 @@ and reproduce.py."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -124,6 +124,10 @@ def prepare(
         # Saved after EpochHistory has recorded the epoch, so checkpoints carry the full history.
         save_on_train_epoch_end=True,
     )
+    logger = TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False)
+    # hparams.yaml: Lightning writes the model's and the data's settings there; the run's
+    # (seed, epochs, patience) beside them, as a resumed run has them.
+    logger.log_hyperparams({"run": asdict(settings.run)})
     trainer = L.Trainer(
         max_epochs=settings.run.max_epochs,
         accelerator=hardware.accelerator,
@@ -131,7 +135,7 @@ def prepare(
         strategy=hardware.strategy,
         num_nodes=hardware.num_nodes,
         precision=hardware.precision,
-        logger=TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False),
+        logger=logger,
         callbacks=[
             StopOnNonFiniteLoss(),  # before anything of a broken epoch is written
             history,
