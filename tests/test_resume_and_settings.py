@@ -86,15 +86,24 @@ def test_a_copied_run_does_not_write_its_best_model_over_the_originals(
     last = "lightning_logs/lstm/version_0/checkpoints/last.ckpt"
     capsys.readouterr()
     assert train_cli.main(["--resume", last, "--max-epochs", "2"]) == 2
-    err = capsys.readouterr().err
-    assert (
-        f"this run is a copy of {tmp_path / 'a' / 'lightning_logs' / 'lstm' / 'version_0'}" in err
-    )
+    started_in = tmp_path / "a" / "lightning_logs" / "lstm" / "version_0"
+    assert f"this run was moved or copied from {started_in}" in capsys.readouterr().err
     assert train_cli.main(["--resume", last, "--max-epochs", "2", "--save", "best.ckpt"]) == 0
     assert (tmp_path / "a" / "best.ckpt").read_bytes() == original  # the original's, as it was
     assert (tmp_path / "b" / "best.ckpt").read_bytes() != original
     # Once resumed where it is, the copy is a run of its own: its --save is recorded again.
     assert train_cli.main(["--resume", last, "--max-epochs", "3"]) == 0
+
+    # Moved away, with another project now where it was: that one's best model is not touched.
+    monkeypatch.chdir(tmp_path)
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "best.ckpt").write_bytes((tmp_path / "b" / "best.ckpt").read_bytes())
+    other = (tmp_path / "a" / "best.ckpt").read_bytes()
+    moved_last = tmp_path / "moved" / last
+    assert train_cli.main(["--resume", str(moved_last), "--max-epochs", "2"]) == 2
+    assert "this run was moved or copied from" in capsys.readouterr().err
+    assert (tmp_path / "a" / "best.ckpt").read_bytes() == other
 
 
 def test_a_run_in_use_is_not_resumed_by_a_second_process(tmp_path, tiny_tarball, capsys):

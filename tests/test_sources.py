@@ -64,20 +64,28 @@ def test_reviews_of_ones_own_in_aclimdbs_layout_are_read_whatever_their_names(tm
         "mine/train/neg/notes.md": "not a review",
         "mine/test/pos/x.txt": "wonderful",
         "mine/test/neg/y.txt": "dull",
+        # Deeper than the four folders: not reviews, whatever their path ends with.
+        "mine/backup/train/pos/old.txt": "an old backup",
+        "mine/train/pos/drafts/test/neg/draft.txt": "a draft",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    for data in (tmp_path / "mine", write_tarball(files, tmp_path / "mine.tar.gz")):
+    # Broken links, and a name that is not UTF-8, in the folder only.
+    (tmp_path / "mine/train/neg/loop.txt").symlink_to("loop.txt")
+    (tmp_path / "mine/train/neg/gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    (tmp_path / "mine/train/neg").joinpath(os.fsdecode(b"\xff latin.txt")).write_text("hated")
+    archive = write_tarball({**files, "mine/train/neg/h.txt": "hated"}, tmp_path / "mine.tar.gz")
+    for data in (tmp_path / "mine", archive):
         splits = read_reviews(data)
         # Negatives first; aclImdb's numbers in order, then the other names.
         assert [r.text for r in splits["train"]] == [
-            "awful", "loved it", "superb screen", "great battery"
+            "awful", "hated", "loved it", "superb screen", "great battery"
         ]  # fmt: skip
-        assert [r.label for r in splits["train"]] == [0, 1, 1, 1]
+        assert [r.label for r in splits["train"]] == [0, 0, 1, 1, 1]
         assert [(r.text, r.label) for r in splits["test"]] == [("dull", 0), ("wonderful", 1)]
     corpus = load_corpus(resolve_source(str(tmp_path / "mine")), tmp_path / "cache")
-    assert len(corpus.train) == 4 and "battery" in corpus.words
+    assert len(corpus.train) == 5 and "battery" in corpus.words
 
 
 def test_vocabulary_comes_from_training_reviews_only(tmp_path):

@@ -30,6 +30,9 @@ def setting(default: Any, help: str, **flag: Any) -> Any:
     return field(default=default, metadata={"help": help, **flag})
 
 
+MIN_NUM_WORDS = 5  # indices 0-3 are reserved (data/text.py): one word at least
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network. The lesson's: ``Embedding(500, 16)`` → ``LSTM(8)`` → ``Dense(1)``."""
@@ -78,7 +81,7 @@ class ModelConfig:
         _within("embedding_dim", self.embedding_dim, 1, 4096)
         _within("hidden_size", self.hidden_size, 1, 4096)
         _within("num_layers", self.num_layers, 1, 16)
-        _within("num_words", self.num_words, 5, 2_000_000)  # 0-3 are reserved (data/text.py)
+        _within("num_words", self.num_words, MIN_NUM_WORDS, 2_000_000)
         if self.num_words * self.embedding_dim > MAX_EMBEDDING_WEIGHTS:
             raise UserError(
                 f"--num-words {self.num_words} x --embedding-dim {self.embedding_dim} weights "

@@ -110,17 +110,21 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def tree_fingerprint(root: str | os.PathLike, pattern: str = "*.txt") -> str:
-    """Cheap fingerprint of a directory tree: relative path, size and mtime of matching files.
+def files_fingerprint(root: str | os.PathLike, files: list[Path]) -> str:
+    """Cheap fingerprint of files below ``root``: their paths, sizes and modification times.
 
     Hashing every byte of 50,000 reviews would cost more than reading them; a change to any
-    file's size or modification time is what a cache needs to notice.
+    file's size or modification time is what a cache needs to notice. A file that cannot be
+    looked at (a broken link) counts as absent; a name need not be UTF-8.
     """
-    root = Path(root)
     digest = hashlib.sha256()
-    for path in sorted(root.rglob(pattern)):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for path in sorted(files):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        name = os.fsencode(path.relative_to(root))
+        digest.update(name + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -49,7 +49,7 @@ def _read_reviews(args) -> tuple[list[int], list[str]]:
                       file=sys.stderr)  # fmt: skip
             data = sys.stdin.buffer.read()
         # Not str.splitlines: that also splits at form feeds and Unicode line separators.
-        text = data.decode("utf-8", "replace")
+        text = data.decode("utf-8-sig", "replace")  # -sig: a byte-order mark is no word
         lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
         lines = lines if text else []  # an empty input holds no line, not one blank one
     numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]

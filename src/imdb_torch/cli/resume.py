@@ -44,18 +44,17 @@ class Resumption:
     def recorded_save(self) -> str:
         """Where the run was started to copy its best model (its --save)."""
         recorded = _recorded_save(self.checkpoint)
-        # A copy of a run (a copied project) must not write its best model over the
-        # original's: the original run directory is still there.
+        # A run moved or copied since (a project moved, or copied) must not write its best
+        # model where the original's goes, nor where another project's now lies.
         started_in = run_dir_of(self.checkpoint)
         if (
             started_in is not None
             and started_in.resolve() != self.run_dir.resolve()
-            and (started_in / "checkpoints").is_dir()
             and recorded != DEFAULT_SAVE  # the default of checkpoints that record none
         ):
             raise UserError(
-                f"this run is a copy of {started_in}, whose best model goes to {recorded}; "
-                "resume with --save PATH to say where this one's goes"
+                f"this run was moved or copied from {started_in}, whose best model went to "
+                f"{recorded}; resume with --save PATH to say where this one's goes"
             )
         return recorded
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import (
+    MIN_NUM_WORDS,
     Settings,
     experiment_name,
 )
@@ -216,6 +217,7 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
     datamodule.prepare_data()
     datamodule.setup("fit")
     used = len(datamodule.words) + INDEX_FROM + 1  # the indices a review can hold
+    used = max(used, MIN_NUM_WORDS)
     if used < settings.model.num_words and _main_process():
         warnings.warn(
             f"--num-words {settings.model.num_words}: the training reviews hold "

@@ -22,11 +22,11 @@ from ..fileio import (
     atomic_path,
     default_cache_dir,
     file_digest,
+    files_fingerprint,
     remove_stale_temporaries,
-    tree_fingerprint,
 )
 from .download import IMDB_NPZ, IMDB_WORD_INDEX, OFFLINE_HINT, fetch
-from .imdb_archive import read_reviews
+from .imdb_archive import read_reviews, review_files
 from .keras_npz import load_keras_imdb
 from .sequences import RaggedSequences
 from .text import encode, rank_words, tokenize, word_to_index
@@ -54,7 +54,7 @@ class DataSource:
         if self.kind == TFDS:
             return tfds_fingerprint(self.path)
         if self.path.is_dir():
-            return tree_fingerprint(self.path)
+            return files_fingerprint(self.path, review_files(self.path))
         return file_digest(self.path)
 
 

@@ -16,8 +16,11 @@ from ..errors import UserError
 
 # aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt; train/unsup has no label and is skipped.
 # Any other name of a .txt file is a review too, as Keras's text_dataset_from_directory reads a
-# folder per class, but for hidden files (a macOS archive's ._ copies).
-_REVIEW = re.compile(r"(?:^|/)(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
+# folder per class, but for hidden files (a macOS archive's ._ copies). Only files right in
+# the four folders: in a folder given as --data, below it; in an archive, below at most one
+# folder (aclImdb/). Not anywhere deeper, where a backup's train/pos would be taken for it.
+_REVIEW_IN_FOLDER = re.compile(r"^(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
+_REVIEW_IN_ARCHIVE = re.compile(r"^(?:\./)?(?:[^/]+/)?(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
 _IMDB_NAME = re.compile(r"(\d+)_\d+")  # aclImdb's <id>_<rating>
 LABELS = {"neg": 0, "pos": 1}
 # Bounds on what is unpacked, far above the real set (its longest review is about 14 KB, the
@@ -42,13 +45,13 @@ class Review:
         return (self.split, self.label, self.id is None, self.id or 0, self.name)
 
 
-def _parse(name: str, raw: bytes) -> Review | None:
-    match = _REVIEW.search(name)
+def _parse(pattern: re.Pattern, name: str, raw: bytes) -> Review | None:
+    match = pattern.match(name)
     if not match:
         return None
     split, label, stem = match.groups()
     number = _IMDB_NAME.fullmatch(stem)
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8-sig", errors="replace")  # -sig: a byte-order mark is no word
     return Review(split, LABELS[label], int(number.group(1)) if number else None, text, stem)
 
 
@@ -59,9 +62,9 @@ def _from_archive(path: Path) -> Iterator[Review]:
             for member in archive:
                 unpacked += member.size
                 _check_size(path, member.name, member.size, unpacked)
-                if member.isfile() and _REVIEW.search(member.name):
+                if member.isfile() and _REVIEW_IN_ARCHIVE.match(member.name):
                     handle = archive.extractfile(member)
-                    review = _parse(member.name, handle.read())
+                    review = _parse(_REVIEW_IN_ARCHIVE, member.name, handle.read())
                     if review:
                         yield review
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
@@ -73,19 +76,26 @@ def _from_archive(path: Path) -> Iterator[Review]:
 def _check_size(source: Path, name: str, size: int, total: int) -> None:
     if total > MAX_ARCHIVE_BYTES:
         raise UserError(f"{source} unpacks to more than {MAX_ARCHIVE_BYTES:,} bytes: not aclImdb")
-    if size > MAX_REVIEW_BYTES and _REVIEW.search(name):
+    if size > MAX_REVIEW_BYTES and _REVIEW_IN_ARCHIVE.match(name):
         raise UserError(f"{source}: {name} holds {size:,} bytes, far more than a review")
+
+
+def review_files(root: Path) -> list[Path]:
+    """The .txt files right in root's train/pos, train/neg, test/pos and test/neg (a class
+    folder may be a link to one elsewhere)."""
+    return sorted(file for split in ("train", "test") for label in ("pos", "neg")
+                  for file in (root / split / label).glob("*.txt"))  # fmt: skip
 
 
 def _from_directory(path: Path) -> Iterator[Review]:
     total = 0
-    for file in sorted(path.rglob("*.txt")):
+    for file in review_files(path):
         if not file.is_file():
-            continue  # a directory, device or pipe that happens to end in .txt
+            continue  # a directory, device, pipe or broken link that happens to end in .txt
         size = file.stat().st_size
         total += size
         _check_size(path, file.relative_to(path).as_posix(), size, total)
-        review = _parse(file.relative_to(path).as_posix(), file.read_bytes())
+        review = _parse(_REVIEW_IN_FOLDER, file.relative_to(path).as_posix(), file.read_bytes())
         if review:
             yield review
 

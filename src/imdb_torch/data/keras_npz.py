@@ -71,7 +71,8 @@ def read_imdb_npz(path: Path) -> dict[str, np.ndarray]:
             missing = [name for name in ARRAYS if name not in names]
             if missing:
                 raise UserError(
-                    f"{path} is an .npz file but lacks {', '.join(missing)}: not Keras's imdb.npz"
+                    f"{path} is an .npz file but lacks {', '.join(missing)}: not Keras's imdb.npz "
+                    "(a folder of reviews goes in a .tar.gz archive, not a .zip)"
                 )
             arrays = {name: _read_npy(archive, name + ".npy") for name in ARRAYS}
     except pickle.UnpicklingError as exc:
