@@ -264,8 +264,8 @@ def build_predict_parser() -> ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per review, its "
-        "number the review's line in the input (or place among the arguments)",
+        help="one JSON object per review, its number the review's line in the input "
+        "(or place among the arguments)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=1024, help="reviews per batch (default 1024)"

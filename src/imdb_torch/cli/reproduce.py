@@ -60,8 +60,8 @@ def _main(argv: Sequence[str] | None) -> int:
             _check_kept(target, settings)
     to_train = [settings for _, _, settings, target in jobs if not target.is_file()]
     if to_train:  # a bad --data is said before any job is announced
-        data = to_train[0].data
-        resolve_source(data.data, Path(data.cache_dir).expanduser() if data.cache_dir else None)
+        data = IMDBDataModule.from_settings(to_train[0])  # reads nothing yet
+        resolve_source(data.hparams.data, data.cache_dir)
     for number, (experiment, seed, settings, target) in enumerate(jobs, start=1):
         if target.is_file():
             print(f"[{number}/{len(jobs)}] {experiment} seed {seed}: done before, kept")

@@ -3,8 +3,8 @@
 The lesson's steps, in ``_main``: the data read, split and padded (``_prepared_data``); the
 model and a Trainer with the lesson's callbacks (``training/trainer.py``'s ``prepare``);
 ``session.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's checkpoint copied
-to ``best.ckpt``, and the loss plot. The rest of ``_main``
-makes a run safe to interrupt and resume (which run ``--resume`` continues, and how: ``resume.py``).
+to ``best.ckpt``, and the loss plot. The rest of ``_main`` makes a run safe to interrupt and
+resume (which run ``--resume`` continues, and how: ``resume.py``).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 if not session.trainer.interrupted:
                     raise
                 if session.trainer.is_global_zero:  # the run's directory is the first process's
-                    _explain_interrupt(run_dir / "checkpoints" / "last.ckpt", save_path)
+                    last = run_dir / "checkpoints" / "last.ckpt"
+                    _explain_interrupt(last, session.checkpoint.best_model_path, save_path)
                     _drop_if_unsaved(run_dir, new_run)
                 return interrupted_status(session.trainer)
             if not session.trainer.is_global_zero:
@@ -216,8 +217,8 @@ def _prepared_data(settings: Settings) -> IMDBDataModule:
     datamodule = IMDBDataModule.from_settings(settings)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    used = len(datamodule.words) + INDEX_FROM + 1  # the indices a review can hold
-    used = max(used, MIN_NUM_WORDS)
+    # The indices a review can hold: the words' and the reserved ones, 0 to INDEX_FROM.
+    used = max(len(datamodule.words) + INDEX_FROM + 1, MIN_NUM_WORDS)
     if used < settings.model.num_words and _main_process():
         warnings.warn(
             f"--num-words {settings.model.num_words}: the training reviews hold "
@@ -290,7 +291,7 @@ def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _explain_interrupt(last: Path, save_path: Path) -> None:
+def _explain_interrupt(last: Path, best: str, save_path: Path) -> None:
     if not last.is_file():
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
         return
@@ -302,9 +303,8 @@ def _explain_interrupt(last: Path, save_path: Path) -> None:
     except UserError:
         what = "the finished epochs"
     print(f"\ninterrupted: {what} saved in {shown(last)}", file=sys.stderr)
-    best = sorted(last.parent.glob("best-*.ckpt"))
-    if best:  # test.py and predict.py take it as it is
-        print(f"best model so far: {shown(best[-1])} ({shown(save_path)} is written when the "
+    if best:  # ModelCheckpoint's, which test.py and predict.py take as it is
+        print(f"best model so far: {shown(Path(best))} ({shown(save_path)} is written when the "
               "run ends)", file=sys.stderr)  # fmt: skip
     print(f"resume with: {rerun_command('train')} --resume {shlex.quote(str(shown(last)))}",
           file=sys.stderr)  # fmt: skip

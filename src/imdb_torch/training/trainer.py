@@ -126,7 +126,8 @@ def prepare(
     )
     logger = TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False)
     # hparams.yaml: Lightning writes the model's and the data's settings there; the run's
-    # (seed, epochs, patience) beside them, as a resumed run has them.
+    # (seed, epochs, patience) beside them. Lightning writes the file once: a resumed run's
+    # shows the settings the run was started with.
     logger.log_hyperparams({"run": asdict(settings.run)})
     trainer = L.Trainer(
         max_epochs=settings.run.max_epochs,
