@@ -46,12 +46,14 @@ def runs(tmp_path_factory, tiny_tarball):
 
 def test_predict_classifies_texts_from_arguments(runs, capsys):
     code = predict_cli.main(["--ckpt", str(runs / "gru.ckpt"), "A wonderful, brilliant film!",
-                             "Awful and boring, I hated it."])  # fmt: skip
+                             "   ", "Awful and boring, I hated it."])  # fmt: skip
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["positive", "label", "known"]
-    assert lines[1].split()[1] == "positive" and lines[2].split()[1] == "negative"
-    assert float(lines[1].split()[0]) > 0.5 > float(lines[2].split()[0])
+    assert lines[0].split()[:4] == ["review", "positive", "label", "known"]
+    # Each row names its review by its place among the arguments, the blank one counted.
+    assert [line.split()[0] for line in lines[1:]] == ["1", "3"]
+    assert lines[1].split()[2] == "positive" and lines[2].split()[2] == "negative"
+    assert float(lines[1].split()[1]) > 0.5 > float(lines[2].split()[1])
 
 
 def test_predict_json_from_file_skips_blank_lines(runs, tmp_path, capsys):
@@ -218,6 +220,16 @@ def test_a_checkpoint_that_does_not_record_its_data(runs, tiny_tarball, tmp_path
     capsys.readouterr()
     assert predict_cli.main(["--ckpt", ckpt, "a fine film"]) == 2
     assert "it was not written by train.py" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_data_was_moved_asks_for_it(runs, tmp_path, capsys):
+    checkpoint = torch.load(runs / "gru.ckpt", weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["data"] = str(tmp_path / "moved.tar.gz")
+    torch.save(checkpoint, tmp_path / "moved.ckpt")
+    assert test_cli.main(["--ckpt", str(tmp_path / "moved.ckpt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on" in err and "moved.tar.gz" in err and "--data" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_probability_of_one_half_is_called_negative():

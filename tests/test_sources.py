@@ -202,6 +202,13 @@ def test_archive_without_reviews_is_refused(tmp_path):
         load_corpus(resolve_source(str(path)))
 
 
+def test_a_class_without_reviews_is_named(tmp_path):
+    files = {name: text for name, text in make_reviews().items() if "train/neg/" not in name}
+    path = write_tarball(files, tmp_path / "positive_only.tar.gz")
+    with pytest.raises(UserError, match="no review in train/neg: expected"):
+        load_corpus(resolve_source(str(path)))
+
+
 def _remote(tmp_path, content: bytes, digest: str | None = None) -> RemoteFile:
     served = tmp_path / "served.bin"
     served.write_bytes(content)

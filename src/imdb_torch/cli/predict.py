@@ -144,10 +144,11 @@ def _main(argv: Sequence[str] | None) -> int:
     # A terminal or pipe that cannot show a character gets an escape, not a crash.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    called = "review" if args.reviews else "line"  # how a review is numbered
     if not args.json:
-        print(f"{'positive':>8}  {'label':<8}  {'known':>9}  review")
+        print(f"{called:>6}  {'positive':>8}  {'label':<8}  {'known':>9}  text")
     progress = Progress(len(reviews))
-    warned = Warnings(progress, called="review" if args.reviews else "line")
+    warned = Warnings(progress, called=called)
     ascii_only = (sys.stdout.encoding or "").lower().replace("-", "") != "utf8"
     try:
         for start in range(0, len(reviews), BLOCK):
@@ -155,7 +156,7 @@ def _main(argv: Sequence[str] | None) -> int:
             block_numbers = numbers[start : start + BLOCK]
             warned.add(predictions, block_numbers)
             for number, p in zip(block_numbers, predictions, strict=True):
-                print(_json_line(p, number, ascii_only) if args.json else _table_row(p))
+                print(_json_line(p, number, ascii_only) if args.json else _table_row(p, number))
             sys.stdout.flush()
             progress.update(start + len(predictions))
     finally:  # also when interrupted, or when the reader of the output has gone
@@ -173,11 +174,11 @@ def _json_line(p, number: int, ascii_only: bool) -> str:
     return json.dumps(record, ensure_ascii=ascii_only, allow_nan=False)
 
 
-def _table_row(p) -> str:
+def _table_row(p, number: int) -> str:
     known = f"{p.known_words}/{p.words}"
     text = printable(p.text)
     text = text if len(text) <= 70 else text[:67] + "..."
-    return f"{p.positive:8.3f}  {p.label:<8}  {known:>9}  {text}"
+    return f"{number:>6}  {p.positive:8.3f}  {p.label:<8}  {known:>9}  {text}"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ def _main(argv: Sequence[str] | None) -> int:
     quiet_lightning()
 
     settings = datamodule_settings(checkpoint)
+    trained_on = settings.get("data")  # a path, or a name ("keras", "tfds"), or None
+    named = trained_on in (None, "keras", "tfds")
+    if args.data is None and not named and not Path(trained_on).expanduser().exists():
+        raise UserError(f"{args.ckpt} was trained on {trained_on}, which is not there any "
+                        "more: name that data with --data")  # fmt: skip
     settings["eval_batch_size"] = args.batch_size
     for key in ("data", "cache_dir"):
         if getattr(args, key) is not None:

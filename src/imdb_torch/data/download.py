@@ -39,7 +39,8 @@ IMDB_WORD_INDEX = RemoteFile(
 
 OFFLINE_HINT = (
     "point at local data with --data PATH (or the IMDB_TORCH_DATA environment variable): "
-    "Keras's imdb.npz, aclImdb_v1.tar.gz, or an extracted aclImdb/ directory"
+    "Keras's imdb.npz, aclImdb_v1.tar.gz, an extracted aclImdb/ directory, or reviews of "
+    "your own laid out as aclImdb (train/pos, train/neg, test/pos, test/neg)"
 )
 
 

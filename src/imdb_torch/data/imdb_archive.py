@@ -109,10 +109,13 @@ def read_reviews(path: Path) -> dict[str, list[Review]]:
     ):
         splits[review.split].append(review)
     for split, reviews in splits.items():
-        if not reviews or len({r.label for r in reviews}) < 2:
+        # A classifier needs both classes: name the folders that gave none.
+        empty = [f"{split}/{name}" for name, label in LABELS.items()
+                 if not any(r.label == label for r in reviews)]  # fmt: skip
+        if empty:
             raise UserError(
-                f"{path} has no usable {split}/pos and {split}/neg reviews: expected aclImdb's "
-                "layout, one review per .txt file in train/pos, train/neg, test/pos, test/neg"
+                f"{path} has no review in {' or '.join(empty)}: expected aclImdb's layout, "
+                "one review per .txt file in train/pos, train/neg, test/pos, test/neg"
             )
         reviews.sort(key=lambda r: r.sort_key)
     return splits
