@@ -289,6 +289,8 @@ def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
     checkpoints = run_dir / "checkpoints"
     if new_run and not (checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))):
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the experiment's folder, if this run was its first
+            run_dir.parent.rmdir()
 
 
 def _explain_interrupt(last: Path, best: str, save_path: Path) -> None:
