@@ -14,7 +14,7 @@ from imdb_torch.data.keras_npz import KERAS_SHUFFLE_SEED, load_keras_imdb
 from imdb_torch.data.text import OOV, START, tokenize
 from imdb_torch.errors import UserError
 
-from .conftest import make_reviews, write_tarball
+from .conftest import make_reviews, write_tarball, write_tree
 
 
 def test_source_type_is_detected_from_content(tiny_tarball, tiny_tree, tiny_npz, tmp_path):
@@ -86,6 +86,17 @@ def test_reviews_of_ones_own_in_aclimdbs_layout_are_read_whatever_their_names(tm
         assert [(r.text, r.label) for r in splits["test"]] == [("dull", 0), ("wonderful", 1)]
     corpus = load_corpus(resolve_source(str(tmp_path / "mine")), tmp_path / "cache")
     assert len(corpus.train) == 5 and "battery" in corpus.words
+
+
+def test_review_files_that_are_not_utf8_are_read_with_a_warning(tmp_path):
+    from imdb_torch.data.imdb_archive import read_reviews
+
+    tree = write_tree(make_reviews(per_folder=3), tmp_path)
+    (tree / "train/pos/café.txt").write_bytes("un café superbe".encode("latin-1"))
+    with pytest.warns(UserWarning, match=r"1 review file\(s\) in aclImdb are not UTF-8 text "
+                      r"\(the first: train/pos/café.txt\)"):  # fmt: skip
+        splits = read_reviews(tree)
+    assert "un caf\ufffd superbe" in [r.text for r in splits["train"]]
 
 
 def test_vocabulary_comes_from_training_reviews_only(tmp_path):

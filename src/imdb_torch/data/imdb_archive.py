@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ _REVIEW_IN_FOLDER = re.compile(r"^(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
 _REVIEW_IN_ARCHIVE = re.compile(r"^(?:\./)?(?:[^/]+/)?(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
 _IMDB_NAME = re.compile(r"(\d+)_\d+")  # aclImdb's <id>_<rating>
 LABELS = {"neg": 0, "pos": 1}
+LABEL_NAMES = {label: name for name, label in LABELS.items()}
 # Bounds on what is unpacked, far above the real set (its longest review is about 14 KB, the
 # whole official archive about 500 MB), so that a crafted archive is refused as soon as its
 # headers say what it would unpack, instead of filling the memory.
@@ -37,6 +39,7 @@ class Review:
     id: int | None  # aclImdb's review number; None for a file named otherwise
     text: str
     name: str = ""  # the file's name without .txt
+    utf8: bool = True  # False: the file was not UTF-8 text, and was read with U+FFFD for it
 
     @property
     def sort_key(self) -> tuple:
@@ -51,8 +54,12 @@ def _parse(pattern: re.Pattern, name: str, raw: bytes) -> Review | None:
         return None
     split, label, stem = match.groups()
     number = _IMDB_NAME.fullmatch(stem)
-    text = raw.decode("utf-8-sig", errors="replace")  # -sig: a byte-order mark is no word
-    return Review(split, LABELS[label], int(number.group(1)) if number else None, text, stem)
+    try:
+        text, utf8 = raw.decode("utf-8-sig"), True  # -sig: a byte-order mark is no word
+    except UnicodeDecodeError:  # read all the same, what is not UTF-8 as U+FFFD
+        text, utf8 = raw.decode("utf-8-sig", errors="replace"), False
+    review_id = int(number.group(1)) if number else None
+    return Review(split, LABELS[label], review_id, text, stem, utf8)
 
 
 def _from_archive(path: Path) -> Iterator[Review]:
@@ -108,6 +115,15 @@ def read_reviews(path: Path) -> dict[str, list[Review]]:
         source, desc=f"reading {path.name}", unit=" reviews", leave=False, disable=None
     ):
         splits[review.split].append(review)
+    not_text = [r for reviews in splits.values() for r in reviews if not r.utf8]
+    if not_text:  # aclImdb's files are all UTF-8: another encoding, or not text at all
+        first = not_text[0]
+        warnings.warn(
+            f"{len(not_text)} review file(s) in {path.name} are not UTF-8 text (the first: "
+            f"{first.split}/{LABEL_NAMES[first.label]}/{first.name}.txt): they were read with "
+            "U+FFFD in place of each byte that is not, so their words may not be yours",
+            stacklevel=2,
+        )
     for split, reviews in splits.items():
         # A classifier needs both classes: name the folders that gave none.
         empty = [f"{split}/{name}" for name, label in LABELS.items()
