@@ -153,7 +153,8 @@ train("gru", ModelConfig(arch="gru"))  # GRU(8)
 
 # rnn_model = keras.models.load_model('best-2rnn-model.h5')
 # rnn_model.evaluate(test_seq, test_target)
-rnn_model = SentimentClassifier.load_from_checkpoint(best_2rnn)
+# weights_only: loading a checkpoint never runs code from it, whatever torch's default.
+rnn_model = SentimentClassifier.load_from_checkpoint(best_2rnn, weights_only=True)
 tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
 tester.test(rnn_model, loader(test_seq, test_target), verbose=False)
 result = tester.callback_metrics  # test_loss and test_acc, what evaluate() returns

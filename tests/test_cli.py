@@ -13,7 +13,7 @@ import torch
 from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
 from imdb_torch.cli.flags import given_settings
-from imdb_torch.cli.parsers import build_train_parser, rerun_command
+from imdb_torch.cli.parsers import build_train_parser, command_for
 from imdb_torch.config import resolve
 from imdb_torch.training.checkpoint import model_from_checkpoint, read_checkpoint, vocabulary
 
@@ -391,15 +391,23 @@ def test_every_installed_command_is_its_script(monkeypatch, capsys):
         assert capsys.readouterr().err.startswith(f"{name}: error: ")
 
 
-def test_a_script_answers_under_its_file_name(monkeypatch):
+def test_a_script_answers_under_its_file_name(monkeypatch, tmp_path):
+    # Messages name a tool the way the running one was started: itself, or test.py beside it.
+    monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["scripts/train.py"])
     assert build_train_parser().prog == "train.py"
-    assert rerun_command("train") == "python scripts/train.py"
+    assert command_for("train") == "python scripts/train.py"
+    assert command_for("test") == "python scripts/test.py"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / "train.py")])
+    assert command_for("test") == f"python {ROOT / 'scripts' / 'test.py'}"
     monkeypatch.setattr(sys, "argv", ["/venv/bin/imdb-torch-train"])
-    assert rerun_command("train") == "imdb-torch-train"
+    assert command_for("train") == "imdb-torch-train"
+    assert command_for("test") == "imdb-torch-test"
     # python -m imdb_torch.cli.train: the module's own file, which runs only as a module.
     monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "imdb_torch" / "cli" / "train.py")])
-    assert rerun_command("train") == "python -m imdb_torch.cli.train"
+    assert command_for("train") == "python -m imdb_torch.cli.train"
+    assert command_for("test") == "python -m imdb_torch.cli.test"
 
 
 def test_the_sigterm_callback_puts_back_the_handler_that_was_there_before_lightnings():

@@ -129,3 +129,17 @@ def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path
         process.communicate()
     assert process.returncode == 143, err[-3000:]
     assert "resume with" in err and "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"])
+def test_only_a_runs_first_process_claims_its_directory(variable, tmp_path, monkeypatch):
+    # Lightning's launcher, torchrun and SLURM's srun each name a process's rank in their own
+    # variables: any rank but the first must leave the run's directory to the first.
+    from imdb_torch.cli import train
+
+    for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"):
+        monkeypatch.setenv(name, "0")
+    assert train._claim_version(tmp_path / "first") == 0
+    monkeypatch.setenv(variable, "1")
+    assert train._claim_version(tmp_path / "other") is None
+    assert not (tmp_path / "other").exists()

@@ -1,5 +1,6 @@
 import math
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -288,12 +289,23 @@ def test_epoch_metrics_are_means_over_every_review_of_the_epoch(tiny_tarball, tm
     from imdb_torch.data.batches import DeviceBatches
     from imdb_torch.training.trainer import Hardware, prepare
 
+    class CountReviews(L.Callback):  # what each epoch's training metrics are means over
+        def __init__(self):
+            self.counts = []
+
+        def on_train_epoch_end(self, trainer, module):
+            self.counts.append((module.train_loss.weight.item(), module.train_acc.weight.item()))
+
     settings = tiny_settings(tiny_tarball, arch="gru", optimizer="adam", lr=0.01,
-                             eval_batch_size=7, seed=0, max_epochs=1, patience=1)  # fmt: skip
+                             eval_batch_size=7, seed=0, max_epochs=2, patience=2)  # fmt: skip
     run = prepare(settings, logdir=tmp_path, name="metrics", version=0,
                   hardware=Hardware("cpu", 1), progress=False)  # fmt: skip
+    run.trainer.callbacks.append(counted := CountReviews())
     run.fit()
-    (row,) = run.history.epochs
+    # Lightning resets the logged metrics after each epoch: the second counts its own reviews.
+    reviews = len(run.datamodule.train_set)
+    assert counted.counts == [(reviews, reviews), (reviews, reviews)]
+    row = run.history.epochs[-1]
     loss, accuracy, count = validation_by_hand(run.model, run.datamodule)
     assert count % 7 != 0
     assert row["val_loss"] == pytest.approx(loss, rel=1e-5)

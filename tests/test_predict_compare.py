@@ -244,6 +244,8 @@ def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("a file given by mistake")
     assert compare_cli.main([str(tmp_path / "notes.txt"), "--out", str(tmp_path / "c.png")]) == 2
     assert "notes.txt is neither a checkpoint nor a run directory" in capsys.readouterr().err
+    assert compare_cli.main([str(tmp_path / "logs"), "--out", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("logs does not exist")
 
 
 @pytest.mark.parametrize("script", ["predict.py", "compare.py"])

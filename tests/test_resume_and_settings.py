@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from imdb_torch.cli import common
+from imdb_torch.cli import test as test_cli
 from imdb_torch.cli import train as train_cli
 from imdb_torch.fileio import run_lock
 from imdb_torch.training.module import SentimentClassifier
@@ -420,6 +421,22 @@ def test_history_json_is_valid_after_resume(tmp_path, tiny_tarball):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
     rows = json.loads((tmp_path / "lstm" / "version_0" / "history.json").read_text())
     assert rows[0]["epoch"] == 1
+
+
+def test_a_resumed_run_says_when_its_test_result_is_not_of_the_best_model(
+    tmp_path, tiny_tarball, capsys
+):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    out = capsys.readouterr().out
+    assert "test it:     python scripts/test.py --ckpt " in out and "test.json" not in out
+    run_dir = tmp_path / "lstm" / "version_0"
+    # As test.py records it, of a model that is not the best once the run has gone on.
+    assert test_cli.main(["--ckpt", str(tmp_path / "best.ckpt"), "--no-progress"]) == 0
+    record = json.loads((run_dir / "test.json").read_text())
+    (run_dir / "test.json").write_text(json.dumps({**record, "epoch": 7}))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert train_cli.main(["--resume", str(last), "--max-epochs", "2", "--no-progress"]) == 0
+    assert "(the run's test.json is of epoch 7's model, not the best)" in capsys.readouterr().out
 
 
 def test_stale_temporary_files_in_the_cache_are_cleared(tmp_path, tiny_tarball, monkeypatch):

@@ -233,8 +233,8 @@ def test_on_a_terminal_each_epochs_bar_stays_with_its_figures(tmp_path, tiny_tar
     import struct
     import termios
 
-    screen, terminal = pty.openpty()  # train.py's output: a terminal of 120 columns
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    screen, terminal = pty.openpty()  # train.py's output: a terminal of 80 columns
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
     flags = [*TINY_RUN_FLAGS, "--data", str(tiny_tarball), "--max-epochs", "3",
              "--patience", "5", "--logdir", str(tmp_path / "logs"),
              "--save", str(tmp_path / "best.ckpt")]  # fmt: skip
@@ -261,7 +261,29 @@ def test_on_a_terminal_each_epochs_bar_stays_with_its_figures(tmp_path, tiny_tar
     shown = on_screen(seen.decode(errors="replace"))
     bars = [line for line in shown if line.startswith("Epoch ")]
     assert [bar.split(":")[0] for bar in bars] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"], shown
-    assert all("val_loss=" in bar and "train_loss=" in bar for bar in bars), bars
+    # Every figure, in Keras's order and under its names, within the 80 columns.
+    names = re.compile(r", loss=[\d.]+, acc=[\d.]+, val_loss=[\d.]+, val_acc=[\d.]+$")
+    assert all(names.search(bar) and len(bar) <= 80 for bar in bars), bars
+    assert not any("Training" in line for line in shown), shown  # no bar left empty
+
+
+def test_a_terminal_that_gives_no_width_gets_the_epoch_lines(monkeypatch):
+    # Some consoles are terminals of 0 columns: a bar there shows as empty lines.
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from imdb_torch.training.console import shows_a_bar
+
+    screen, terminal = pty.openpty()
+    with os.fdopen(terminal, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        assert not shows_a_bar(progress=True)
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        assert shows_a_bar(progress=True) and not shows_a_bar(progress=False)
+    os.close(screen)
 
 
 def on_screen(output: str) -> list[str]:

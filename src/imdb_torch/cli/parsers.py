@@ -33,17 +33,18 @@ def program_name(tool: str) -> str:
     return installed if Path(sys.argv[0]).name == installed else f"{tool}.py"
 
 
-def rerun_command(tool: str) -> str:
-    """What to type to run a tool again, for messages that tell the user to: the command, or
-    the script's path as it was typed."""
-    name = program_name(tool)
-    if name.startswith("imdb-torch-"):
-        return name
-    if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent:
+def command_for(tool: str) -> str:
+    """What to type to run ``tool``, for messages that tell the user to: the way the running
+    tool was started (an installed command, ``python -m``, or a script, whose neighbour
+    ``tool`` is)."""
+    running = Path(sys.argv[0])
+    if running.name.startswith("imdb-torch-"):
+        return f"imdb-torch-{tool}"
+    if running.resolve().parent == Path(__file__).resolve().parent:
         return f"python -m {__package__}.{tool}"  # the module itself, run with -m
-    if Path(sys.argv[0]).name == name:
-        return f"python {shlex.quote(sys.argv[0])}"
-    return f"python scripts/{name}"  # called from Python, not as a script
+    if running.suffix == ".py" and running.with_name(f"{tool}.py").is_file():
+        return f"python {shlex.quote(str(running.with_name(f'{tool}.py')))}"
+    return f"python scripts/{tool}.py"  # called from Python, not as a script
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -64,8 +65,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_hardware_flags(parser: argparse.ArgumentParser):
-    """The flags passed to Lightning's ``Trainer``; returns their group for tools to extend."""
+def add_hardware_flags(parser: argparse.ArgumentParser, precision_note: str = ""):
+    """The flags passed to Lightning's ``Trainer``; returns their group for tools to extend.
+    ``precision_note``: what limits --precision in this tool."""
     group = parser.add_argument_group("hardware (passed to Lightning's Trainer)")
     group.add_argument(
         "--accelerator",
@@ -78,8 +80,7 @@ def add_hardware_flags(parser: argparse.ArgumentParser):
     group.add_argument(
         "--precision",
         default=None,
-        help="e.g. 32-true or, on a GPU, bf16-mixed (16-mixed needs --optimizer adam or "
-        "--dense-embedding-updates) (default: 32-true)",
+        help=f"e.g. 32-true or, on a GPU, bf16-mixed{precision_note} (default: 32-true)",
     )
     add_plain_rnn_flag(group)
     return group
@@ -158,7 +159,9 @@ def build_train_parser() -> TrainParser:
     add_setting_flags(data, DataConfig)
     add_setting_flags(parser.add_argument_group("training"), RunConfig)
 
-    hardware = add_hardware_flags(parser)
+    hardware = add_hardware_flags(
+        parser, " (16-mixed needs --optimizer adam or --dense-embedding-updates)"
+    )
     hardware.add_argument(
         "--strategy",
         default="auto",
@@ -326,5 +329,5 @@ def build_reproduce_parser() -> ArgumentParser:
     )
     parser.add_argument("--cache-dir", default=None, help="as for train.py")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_hardware_flags(parser)
+    add_hardware_flags(parser, " (not 16-mixed: the lesson's RMSprop cannot take it)")
     return parser

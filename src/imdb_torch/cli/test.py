@@ -28,6 +28,7 @@ from .common import (
     hardware_from_flags,
     quiet_lightning,
     run,
+    shown,
 )
 from .parsers import build_test_parser, program_name
 
@@ -43,6 +44,9 @@ def _main(argv: Sequence[str] | None) -> int:
     hardware = hardware_from_flags(args)
     if args.batch_size > 65536:
         raise UserError(f"--batch-size must be at most 65536, got {args.batch_size}")
+    if not Path(args.ckpt).exists():
+        raise UserError(f"checkpoint {args.ckpt} does not exist: train.py writes one, at its "
+                        "--save (best.ckpt unless told otherwise)")  # fmt: skip
     checkpoint = read_checkpoint(args.ckpt)
     if args.data is None and not records_its_data(checkpoint):
         # Else the default data would be taken for it, perhaps with another vocabulary.
@@ -72,14 +76,15 @@ def _main(argv: Sequence[str] | None) -> int:
 
     # Recorded before anything is printed: a reader that stops early (| head) loses nothing.
     try:
-        note = _record(checkpoint, Path(args.ckpt), metrics, len(labels),
-                       datamodule.source_record(), args.data is not None)  # fmt: skip
+        note, recorded = _record(checkpoint, Path(args.ckpt), metrics, len(labels),
+                                 datamodule.source_record(), args.data is not None)  # fmt: skip
     except OSError as exc:
         # Named by the file it was to become, not by the temporary file written first.
         where = exc.filename2 or exc.filename
         if where and Path(where).name.startswith(".") and Path(where).name.endswith(TMP_SUFFIX):
             where = Path(where).parent / TEST_FILE
         note = f"the result is not recorded in the run directory: {exc.strerror}: {where}"
+        recorded = None
     print(f"test reviews: {len(labels):,}")
     print(f"test_loss: {metrics['test_loss']:.4f}")
     print(f"test_acc:  {metrics['test_acc']:.4f}")
@@ -94,6 +99,8 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"{'':>10}{'negative':>10}{'positive':>10}")
     for name, row in zip(("negative", "positive"), matrix, strict=True):
         print(f"{name:>10}{row[0]:>10}{row[1]:>10}")
+    if recorded:
+        print(f"\nrecorded in {shown(recorded)}, for compare.py and TensorBoard (test/acc)")
     if note:
         print(f"\n({note})", file=sys.stderr)
     return 0
@@ -101,22 +108,22 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _record(
     checkpoint: dict, ckpt_path: Path, metrics: dict, reviews: int, data: dict, other_data: bool
-) -> str:
+) -> tuple[str, Path | None]:
     """Leave the result in the run directory, where compare.py finds it: only a measurement
     on the data the run was trained on, and only in the run that holds this checkpoint.
-    Returns what a user should know about it, if anything."""
+    Returns what a user should know about it, if anything, and the file written, if any."""
     run_dir = own_run_dir(checkpoint, ckpt_path)
     if run_dir is None:
-        return ""
+        return "", None
     # 0.1 recorded no source: there the data is the run's own unless --data named another.
     recorded = checkpoint.get("IMDBDataModule", {}).get("source")
     same_data = recorded.get("fingerprint") == data["fingerprint"] if recorded else not other_data
     if not same_data:
         return (f"measured on other data than {run_dir} was trained on: its {TEST_FILE} is "
-                "left as it was")  # fmt: skip
+                "left as it was"), None  # fmt: skip
     epoch = checkpoint.get("epoch", 0) + 1 if isinstance(checkpoint.get("epoch"), int) else 1
     write_test_result(run_dir, metrics, reviews, ckpt_path, data, epoch)
-    return ""
+    return "", run_dir / TEST_FILE
 
 
 if __name__ == "__main__":

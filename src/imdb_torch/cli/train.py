@@ -1,10 +1,10 @@
 """Train an LSTM or GRU sentiment classifier on IMDB, as in the Keras lesson.
 
-The lesson's steps, in ``_main``: the data read, split and padded (``_prepared_data``); the
-model and a Trainer with the lesson's callbacks (``training/trainer.py``'s ``prepare``);
-``session.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's checkpoint copied
-to ``best.ckpt``, and the loss plot. The rest of ``_main`` makes a run safe to interrupt and
-resume (which run ``--resume`` continues, and how: ``resume.py``).
+The lesson's steps, from ``_main`` on: the data read, split and padded (``_prepared_data``);
+in ``_train``, the model and a Trainer with the lesson's callbacks (``training/trainer.py``'s
+``prepare``) and ``session.fit``, Keras's ``model.fit``; then ``_finish``: the best epoch's
+checkpoint copied to ``best.ckpt``, and the loss plot. The rest makes a run safe to interrupt
+and resume (which run ``--resume`` continues, and how: ``resume.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import (
@@ -31,7 +32,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, run_lock
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
-from ..reporting.runs import version_number
+from ..reporting.runs import TEST_FILE, load_run, version_number
 from ..training.checkpoint import (
     check_vocabulary,
     epochs_to_resume_from,
@@ -53,8 +54,8 @@ from .common import (
     shown,
 )
 from .flags import given_settings
-from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser, program_name, rerun_command
-from .resume import resumption
+from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser, command_for, program_name
+from .resume import Resumption, resumption
 
 PROG = program_name("train")
 
@@ -67,66 +68,91 @@ def _main(argv: Sequence[str] | None) -> int:
     # Everything is checked before any work: flags, paths, then the data, and only then is a
     # run directory made, so a mistake leaves nothing behind.
     args = build_train_parser().parse_args(argv)
-    given = given_settings(args)
     hardware = hardware_from_flags(args)
     quiet_lightning()
-    if args.resume:  # cli/resume.py: the run to continue, checked
-        resumed = resumption(args, given)
-        resume_path, run_dir, settings = resumed.checkpoint_path, resumed.run_dir, resumed.settings
-        # Where the run was started to copy its best model, unless --save names another place.
-        save_path = _checked_save_path(
-            args.save if args.save is not None else resumed.recorded_save()
-        )
-        name, logdir = run_dir.parent.name, run_dir.parent.parent
-        _check_save_apart(save_path, logdir, name)
-        if resumed.finished:
-            print(f"{run_dir} has finished ({resumed.finished}); nothing to resume")
-            resumed.complete(save_path, replace=args.save is not None)
-            return 0
-        print(f"resuming {run_dir} from epoch {resumed.epochs}; best model to {shown(save_path)}")
-    else:
-        resume_path = None
-        settings = args.settings  # resolved and checked as the flags were parsed
-        if _main_process():  # the other processes of a multi-process run say nothing
-            _warn_of_flags_without_effect(given, settings)
-        name = _checked_name(args.name or experiment_name(settings.model))
-        logdir = _checked_logdir(args.logdir)
-        save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
-        _check_save_apart(save_path, logdir, name)
-    check_precision(settings, hardware)
-    datamodule = _prepared_data(settings)
-    if args.resume:  # --data may move; the reviews it holds may not change
-        check_vocabulary(resumed.checkpoint, datamodule.words, "resume")
-    _check_free_space(settings, save_path, logdir)
-    version = version_number(run_dir) if args.resume else _claim_version(logdir / name)
-    run_dir = logdir / name / f"version_{version}"
-    new_run = not args.resume and _main_process()
+    plan = _resumed_run(args) if args.resume else _new_run(args)
+    if plan is None:
+        return 0  # --resume of a run that had finished: nothing to train
+    check_precision(plan.settings, hardware)
+    datamodule = _prepared_data(plan.settings)  # load_data, train_test_split, pad_sequences
+    if plan.resumed:  # --data may move; the reviews it holds may not change
+        check_vocabulary(plan.resumed.checkpoint, datamodule.words, "resume")
+    _check_free_space(plan.settings, plan.save_path, plan.logdir)
+    version = (version_number(plan.resumed.run_dir) if plan.resumed
+               else _claim_version(plan.logdir / plan.name))  # fmt: skip
+    return _train(args, plan, version, datamodule, hardware)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to train and where: a new run, or the one ``--resume`` continues (``resumed``)."""
+
+    settings: Settings
+    name: str  # the experiment: runs go to logdir/name/version_N
+    logdir: Path
+    save_path: Path  # where the best model is copied at the end (--save)
+    resumed: Resumption | None = None
+
+
+def _new_run(args) -> _Plan:
+    settings = args.settings  # resolved and checked as the flags were parsed
+    if _main_process():  # the other processes of a multi-process run say nothing
+        _warn_of_flags_without_effect(given_settings(args), settings)
+    name = _checked_name(args.name or experiment_name(settings.model))
+    logdir = _checked_logdir(args.logdir)
+    save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
+    _check_save_apart(save_path, logdir, name)
+    return _Plan(settings, name, logdir, save_path)
+
+
+def _resumed_run(args) -> _Plan | None:
+    """The run ``--resume`` names, checked (cli/resume.py); ``None`` if it had finished."""
+    resumed = resumption(args, given_settings(args))
+    run_dir = resumed.run_dir
+    # Where the run was started to copy its best model, unless --save names another place.
+    save_path = _checked_save_path(args.save if args.save is not None else resumed.recorded_save())
+    name, logdir = run_dir.parent.name, run_dir.parent.parent
+    _check_save_apart(save_path, logdir, name)
+    if resumed.finished:
+        print(f"{run_dir} has finished ({resumed.finished}); nothing to resume")
+        resumed.complete(save_path, replace=args.save is not None)
+        return None
+    print(f"resuming {run_dir} from epoch {resumed.epochs}; best model to {shown(save_path)}")
+    return _Plan(resumed.settings, name, logdir, save_path, resumed)
+
+
+def _train(args, plan: _Plan, version: int | None, datamodule, hardware) -> int:
+    """Keras's ``model.fit`` and what follows it, made safe to interrupt: an interrupted run
+    says how to resume it, and a new run that saved nothing leaves no directory."""
+    run_dir = plan.logdir / plan.name / f"version_{version}"
+    new_run = plan.resumed is None and _main_process()
     session = None  # read by the lambda when a second Ctrl-C comes
     try:
         with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(session)):
             session = prepare(
-                settings, logdir=logdir, name=name, version=version, hardware=hardware,
-                progress=not args.no_progress, fused_rnn=not args.plain_rnn,
-                cuda_graphs=not args.plain_rnn, datamodule=datamodule, save_path=save_path,
+                plan.settings, logdir=plan.logdir, name=plan.name, version=version,
+                hardware=hardware, progress=not args.no_progress, fused_rnn=not args.plain_rnn,
+                cuda_graphs=not args.plain_rnn, datamodule=datamodule, save_path=plan.save_path,
             )  # fmt: skip
             session.trainer.callbacks += [HearSecondInterrupt(), SigtermAsCtrlC()]
             if session.trainer.is_global_zero:
                 print(_data_line(datamodule))
-                print(f"experiment {name}: {_parameter_line(session.model)}")
+                print(f"experiment {plan.name}: {_parameter_line(session.model)}")
             try:
-                session.fit(resume_from=resume_path)  # history = model.fit(...)
+                resume_from = plan.resumed.checkpoint_path if plan.resumed else None
+                session.fit(resume_from=resume_from)  # history = model.fit(...)
             except SystemExit:
                 # Lightning ends a Ctrl-C'd fit with SystemExit after its graceful shutdown.
                 if not session.trainer.interrupted:
                     raise
                 if session.trainer.is_global_zero:  # the run's directory is the first process's
                     last = run_dir / "checkpoints" / "last.ckpt"
-                    _explain_interrupt(last, session.checkpoint.best_model_path, save_path)
+                    _explain_interrupt(last, session.checkpoint.best_model_path, plan.save_path)
                     _drop_if_unsaved(run_dir, new_run)
                 return interrupted_status(session.trainer)
             if not session.trainer.is_global_zero:
                 return 0
-            return _finish(session, save_path, name)
+            return _finish(session, plan.save_path, plan.name)
     except BaseException as exc:
         # Whatever ended it (an interrupt, an error), a new run with no checkpoint yet leaves
         # no directory: it would be an empty row in TensorBoard and compare.py.
@@ -262,8 +288,10 @@ def _raise_if_disk_full(exc: OSError, run_dir: Path) -> None:
 
 
 def _main_process() -> bool:
-    """Whether this is the process that started the run, not another rank it launched."""
-    return not (int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)))
+    """Whether this is the run's first process: not another rank that Lightning's launcher,
+    torchrun or SLURM's srun started (each says which rank it started in its own variables)."""
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return not any(int(os.environ.get(name) or 0) for name in ranks)
 
 
 @contextlib.contextmanager
@@ -308,7 +336,7 @@ def _explain_interrupt(last: Path, best: str, save_path: Path) -> None:
     if best:  # ModelCheckpoint's, which test.py and predict.py take as it is
         print(f"best model so far: {shown(Path(best))} ({shown(save_path)} is written when the "
               "run ends)", file=sys.stderr)  # fmt: skip
-    print(f"resume with: {rerun_command('train')} --resume {shlex.quote(str(shown(last)))}",
+    print(f"resume with: {command_for('train')} --resume {shlex.quote(str(shown(last)))}",
           file=sys.stderr)  # fmt: skip
 
 
@@ -370,6 +398,11 @@ def _finish(session: Session, save_path: Path, name: str) -> int:
         )
     print(f"best model:  {shown(save_path)}  (also {shown(best_path)})")
     print(f"loss plot:   {shown(plot)}")
+    test = f"{command_for('test')} --ckpt {shlex.quote(str(shown(save_path)))}"
+    print(f"test it:     {test}  (the lesson's model.evaluate on the test reviews)")
+    tested = load_run(log_dir).tested_epoch()  # after --resume, test.py may have run before
+    if tested is not None:
+        print(f"             (the run's {TEST_FILE} is of epoch {tested}'s model, not the best)")
     logdir = shlex.quote(str(shown(Path(session.trainer.logger.save_dir))))  # ready to paste
     print(f"TensorBoard: tensorboard --logdir {logdir}")
     return 0

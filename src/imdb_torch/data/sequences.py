@@ -42,12 +42,6 @@ class RaggedSequences:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i] : self.offsets[i + 1]]
 
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def take(self, indices: np.ndarray) -> RaggedSequences:
-        return RaggedSequences.from_lists(self[i] for i in indices)
-
 
 def cap_vocabulary(values: np.ndarray, num_words: int) -> np.ndarray:
     """Replace every index >= ``num_words`` with the out-of-vocabulary index (Keras's rule)."""

@@ -9,7 +9,8 @@ A CUDA graph is a recording of a pass's kernels: the forward and the backward ar
 once, at the first training batch, and every batch after it re-runs each with one launch
 (``torch.cuda.make_graphed_callables``). The kernels are the network's own, so the numbers
 are too: the lstm and gru gave the same validation losses to five decimals with graphs and
-without (docs/performance.md).
+without (docs/performance.md). (``torch.compile(mode="reduce-overhead")`` records graphs as
+well, but of kernels that Inductor generates anew: other kernels, other rounding.)
 
 A recording re-runs the same operations on the same memory. So it fits batches of the
 recorded shape only: the epoch's last, smaller batch, validation and prediction run the

@@ -156,6 +156,8 @@ def load_run(path: str | Path) -> Run:
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
         return Run(name, history_in(checkpoint, path), test, run_dir)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
     if not path.is_dir():
         raise UserError(f"{path} is neither a checkpoint nor a run directory")
     if not (path / HISTORY_FILE).is_file():

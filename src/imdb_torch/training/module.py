@@ -132,8 +132,8 @@ class SentimentClassifier(L.LightningModule):
         # torchmetrics issue #3434.)
         epoch_loss.update(loss.detach().expand(len(labels)))
         # A hit: called positive (is_positive) exactly when the review is positive. Not
-        # torchmetrics' BinaryAccuracy, which costs three times as much and reads the values on
-        # the host (docs/performance.md).
+        # torchmetrics' BinaryAccuracy: it costs three times as much (docs/performance.md), and
+        # by default checks its inputs on the host at every step.
         hits = is_positive(torch.sigmoid(logits.detach())) == labels.bool()
         epoch_acc.update(hits.float())
         # Logged once, at the epoch's last batch (self.log at every step would cost a quarter
@@ -152,18 +152,13 @@ class SentimentClassifier(L.LightningModule):
         counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
         return counts[0]
 
-    # Each epoch starts its metrics afresh (this also drops the sanity check's batches).
-    def on_train_epoch_start(self) -> None:
-        self.train_loss.reset()
-        self.train_acc.reset()
-
+    # Lightning resets a logged metric after each epoch. The sanity check's two validation
+    # batches, before training, are never logged (not the last batch): dropped here.
     def on_validation_epoch_start(self) -> None:
         self.val_loss.reset()
         self.val_acc.reset()
 
     def on_test_epoch_start(self) -> None:
-        self.test_loss.reset()
-        self.test_acc.reset()
         self.test_probabilities = []
 
     def setup(self, stage: str) -> None:

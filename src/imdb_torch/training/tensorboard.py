@@ -1,11 +1,14 @@
 """TensorBoard as the lesson reads its curves: per epoch, train and validation in one chart.
 
-Lightning's logger would plot against the global step (312, 625, …), give train and
-validation loss a chart each and add an ``epoch`` staircase. Here the module logs nothing to
-the logger; ``EpochScalars`` writes each epoch's figures at the epoch number (1-based, as the
-console and ``history.json``), a custom-scalars layout that overlays train and validation
-(the book's loss plot), and the HParams summary: every run's settings beside its best
-validation loss and accuracy and, once ``test.py`` has run, its test accuracy.
+What the module logged, Lightning's logger would chart against the global step (312, 625,
+…) with an ``epoch`` series beside it, unless a ``step`` value were logged alongside in both
+the training and the validation loop; and it has no call for a layout of charts. Here the
+module logs nothing to the logger; ``EpochScalars`` writes the figures ``EpochHistory``
+recorded, the very numbers of the console and ``history.json``, at the epoch number
+(1-based, as they count), through the logger's own writer: with them a custom-scalars layout
+that overlays train and validation (the book's loss plot), and the HParams summary: every
+run's settings beside its best validation loss and accuracy and, once ``test.py`` has run,
+its test accuracy.
 """
 
 from __future__ import annotations

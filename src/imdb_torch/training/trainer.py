@@ -3,7 +3,6 @@ and reproduce.py."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .callbacks import (
     StopOnNonFiniteLoss,
 )
 from .checkpoint import AtomicCheckpointIO
-from .console import progress_callbacks
+from .console import progress_callbacks, shows_a_bar
 from .module import SentimentClassifier
 from .tensorboard import EpochScalars
 
@@ -150,9 +149,8 @@ def prepare(
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
         ],
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_progress_bar=shows_a_bar(progress),
         enable_model_summary=False,  # train.py prints the parameter count, as Keras counts
-        log_every_n_steps=50,
     )
     return Session(trainer, model, datamodule, checkpoint, history)
 
@@ -171,7 +169,7 @@ def evaluate(
         precision=hardware.precision,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_progress_bar=shows_a_bar(progress),
         enable_model_summary=False,
     )
     try:
