@@ -102,7 +102,8 @@ def test_train_and_validation_share_a_chart_and_hparams_are_filled(run):
     values = start.session_start_info.hparams
     assert values["arch"].string_value == "gru" and values["hidden_size"].number_value == 8
     assert values["lr"].number_value == pytest.approx(0.02)
-    assert values["bidirectional"].string_value == "no" and "data" not in values
+    assert values["bidirectional"].string_value == "no"
+    assert values["data"].string_value == "aclImdb_tiny.tar.gz"  # by name, not where it lies
 
 
 def test_off_a_terminal_each_epoch_is_one_line_and_lightnings_noise_is_gone(run):
@@ -176,19 +177,28 @@ def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, ca
     assert compare_cli.main([str(logs), str(checkpoint), "--out", out]) == 0
     table = capsys.readouterr().out
     assert table.count("gru/version_0") == 1 and "test_acc" in table
+    assert "\ndata: aclImdb_tiny.tar.gz\n" in table
     copy = tmp_path / "other" / "logs"
     copy.parent.mkdir()
     shutil.copytree(logs, copy)
     assert compare_cli.main([str(logs), str(copy), "--out", out]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
-    rows = [row for row in rows if row != "figure:"]
+    rows = [row for row in rows if row not in ("figure:", "data:")]
     assert len(rows) == 2 and len(set(rows)) == 2, rows
+    # Runs on other reviews are said to be.
+    hparams = copy / "gru" / "version_0" / "hparams.yaml"
+    hparams.write_text(re.sub(r"(?m)^data: .*$", "data: /elsewhere/mine.tar.gz",
+                              hparams.read_text()))  # fmt: skip
+    assert compare_cli.main([str(logs), str(copy), "--out", out]) == 0
+    (differs,) = [line for line in capsys.readouterr().out.splitlines() if "data" in line]
+    assert differs.startswith("data differs: ") and differs.count(" on ") == 2
+    assert " on aclImdb_tiny.tar.gz" in differs and differs.endswith(" on mine.tar.gz")
     # A checkpoint of the copied run is that run, as test.py takes it: not the run it names
     # inside (where it was first written), whose test results it would otherwise show.
     copied = next((copy / "gru" / "version_0" / "checkpoints").glob("best-*.ckpt"))
     assert compare_cli.main([str(logs / "gru" / "version_0"), str(copied), "--out", out]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
-    assert len([row for row in rows if row != "figure:"]) == 2, rows
+    assert len([row for row in rows if row not in ("figure:", "data:")]) == 2, rows
 
 
 @pytest.mark.parametrize("script", ["test.py", "predict.py"])

@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -202,6 +203,12 @@ class DataConfig:
         for name in ("data", "cache_dir"):
             if getattr(self, name) == "":
                 raise UserError(f"--{name.replace('_', '-')} must not be empty")
+
+
+def data_name(data: str | None) -> str:
+    """How a run's data is named to a person (compare.py, TensorBoard's HParams): the name of
+    the file or folder --data gave, or "default" (Keras's imdb.npz, or $IMDB_TORCH_DATA)."""
+    return Path(data).name if isinstance(data, str) and data else "default"
 
 
 @dataclass(frozen=True)

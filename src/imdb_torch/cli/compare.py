@@ -85,6 +85,13 @@ def table(runs: list[Run]) -> str:
             f"{number(best.get('val_loss')):>9} {number(best.get('val_acc')):>8} "
             f"{test_acc:>9}"
         )
+    # Runs on other data are not comparable figure for figure: say which data each had.
+    data = {item.data for item in runs if item.data is not None}
+    if len(data) == 1:
+        lines.append(f"data: {data.pop()}")
+    elif data:
+        lines.append("data differs: " + "; ".join(f"{item.name} on {item.data or '?'}"
+                                                 for item in runs))  # fmt: skip
     for item in other_epochs:
         lines.append(
             f"* {item.name}: test_acc is epoch {item.tested_epoch()}'s model, not the best "

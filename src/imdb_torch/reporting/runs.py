@@ -8,8 +8,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 
+from ..config import data_name
 from ..errors import UserError
 from ..fileio import atomic_path, file_digest
 from ..training.callbacks import HISTORY_FILE, best_epoch
@@ -40,6 +42,7 @@ class Run:
     history: list[dict[str, float]]
     test: dict[str, float] | None
     run_dir: Path | None = None  # None: a checkpoint that names no run directory
+    data: str | None = None  # the file or folder of the reviews it was trained on, if known
 
     def best(self) -> dict[str, float] | None:
         return best_epoch(self.history)
@@ -155,7 +158,8 @@ def load_run(path: str | Path) -> Run:
         test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
-        return Run(name, history_in(checkpoint, path), test, run_dir)
+        data = _data_name(checkpoint.get("datamodule_hyper_parameters"))
+        return Run(name, history_in(checkpoint, path), test, run_dir, data)
     if not path.exists():
         raise UserError(f"{path} does not exist")
     if not path.is_dir():
@@ -175,7 +179,24 @@ def load_run(path: str | Path) -> Run:
         checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE),
         _test_of(test_file) if test_file.is_file() else None,
         path,
+        _data_name(_settings_in(path / "hparams.yaml")),
     )
+
+
+def _settings_in(hparams_file: Path) -> dict | None:
+    """The settings Lightning wrote in a run's hparams.yaml, if it can be read."""
+    try:
+        settings = yaml.safe_load(hparams_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def _data_name(settings: dict | None) -> str | None:
+    """The name of the data in a run's settings (``config.data_name``), if they hold it."""
+    if not isinstance(settings, dict) or "data" not in settings:
+        return None
+    return data_name(settings["data"])
 
 
 def _is_zip(path: Path) -> bool:

@@ -17,13 +17,13 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
-from ..config import Settings
+from ..config import Settings, data_name
 
 # history.json's keys → TensorBoard tags; "loss/…" and "accuracy/…" share a card each.
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val",
               "train_acc": "accuracy/train", "val_acc": "accuracy/val"}  # fmt: skip
 BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC = "best/val_loss", "best/val_acc", "test/acc"
-NOT_HPARAMS = ("data", "cache_dir", "num_workers", "eval_batch_size")
+NOT_HPARAMS = ("data", "cache_dir", "num_workers", "eval_batch_size")  # data: by name, below
 LAYOUT = {
     "train against validation": {
         "loss": ["Multiline", ["loss/train", "loss/val"]],
@@ -49,6 +49,7 @@ class EpochScalars(L.Callback):
         # What defines the experiment; where the data lies and how fast it is read do not.
         params = {key: _shown(value) for key, value in self.settings.flat().items()
                   if key not in NOT_HPARAMS}  # fmt: skip
+        params["data"] = data_name(self.settings.data.data)  # which reviews, by name
         # The metrics are named here and written as scalars as they come (test.py adds one).
         metrics = dict.fromkeys((BEST_VAL_LOSS, BEST_VAL_ACC, TEST_ACC), 0.0)
         file_writer = writer._get_file_writer()
