@@ -25,6 +25,9 @@ def test_reproduce_writes_runs_summary_and_figures_and_skips_finished(tmp_path, 
     assert record["settings"]["optimizer"] == "rmsprop" and record["settings"]["lr"] == 1e-4
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| gru | imdb-torch | 2 |" in summary and "±" in summary
+    # What the figures come from, first; and no rows of experiments that were not run.
+    assert summary.startswith("Data: aclImdb_tiny.tar.gz; max_epochs 2, patience 3; seeds 1, 2.")
+    assert "lstm-2layer" not in summary and "| lstm | book (Keras) |" in summary
     assert (tmp_path / "out" / "curves.png").is_file()
     assert (tmp_path / "out" / "test_accuracy.png").is_file()
 
@@ -45,6 +48,35 @@ def test_summary_table_means_and_deviations():
     table = summary_table(runs)
     assert "| gru | keras | 2 | 11.0 ± 1.4 | 8.0 ± 1.4 | 0.4200 ± 0.0283 |" in table
     assert "| gru | book (Keras) | 1 | | | 0.432 | 0.798 |" in table
+    assert "| lstm |" not in table  # an experiment not run has no rows, not even the book's
+
+
+def test_the_figures_hold_what_was_run_and_tell_seeds_apart(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from imdb_torch.reporting import report
+
+    history = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69}]
+    runs = [{"framework": "imdb-torch", "experiment": "gru", "seed": seed, "history": history,
+             "test_acc": 0.6} for seed in (1, 2)]  # fmt: skip
+    drawn, savefig = [], Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda figure, *a, **k: (drawn.append(figure), savefig(figure, *a, **k))
+    )
+    report.plot_curves(runs, tmp_path / "curves.png")
+    report.plot_test_accuracy(runs, tmp_path / "test_accuracy.png")
+    curves, bars = drawn
+    (panel,) = curves.axes  # gru alone: one panel, not four with three empty
+    assert panel.get_title() == "gru"
+    colours = {
+        line.get_label(): line.get_color() for line in panel.lines if line.get_label()[0] != "_"
+    }
+    assert (
+        set(colours) == {"imdb-torch seed 1", "imdb-torch seed 2"}
+        and len(set(colours.values())) == 2
+    )
+    labels = bars.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["imdb-torch"]  # no entry for Keras, which was not run
 
 
 def test_parity_table_compares_means_with_keras():

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import EXPERIMENTS
+from ..config import EXPERIMENTS, data_name
 from ..errors import UserError
 from ..fileio import atomic_path
 from .runs import checked_history, read_json
@@ -67,7 +67,7 @@ def summary_table(runs: list[dict]) -> str:
     header = ("| experiment | framework | seeds | epochs run | best epoch | best val loss | "
               "best val acc | test acc | median epoch s |")  # fmt: skip
     lines = [header, "|" + "---|" * 9]
-    for experiment in EXPERIMENTS:
+    for experiment in _experiments_in(runs):
         for framework in FRAMEWORKS:
             group = [
                 r for r in runs if r["experiment"] == experiment and r["framework"] == framework
@@ -91,6 +91,26 @@ def summary_table(runs: list[dict]) -> str:
             f"| {book['best_val_acc']:.3f} | {book.get('test_acc', '')} | |"
         )
     return "\n".join(lines)
+
+
+def _experiments_in(runs: list[dict]) -> list[str]:
+    """The experiments ``runs`` hold, in the lesson's order."""
+    return [experiment for experiment in EXPERIMENTS if any(r["experiment"] == experiment
+                                                            for r in runs)]  # fmt: skip
+
+
+def context_line(runs: list[dict]) -> str:
+    """What the figures below come from: the data and limits the runs had, and the seeds."""
+    settings = [r["settings"] for r in runs if isinstance(r.get("settings"), dict)]
+
+    def each(key):
+        return ", ".join(sorted({str(s.get(key)) for s in settings})) or "?"
+
+    data = ", ".join(sorted({data_name(s.get("data")) for s in settings})) or "?"
+    seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in runs}))
+    return (f"Data: {data}; max_epochs {each('max_epochs')}, patience {each('patience')}; "
+            f"seeds {seeds}. Means ± standard deviations over the seeds; the book's rows are "
+            "its published figures (one Keras run on Keras's imdb.npz).")  # fmt: skip
 
 
 def parity_table(runs: list[dict]) -> str:
@@ -121,14 +141,18 @@ def parity_table(runs: list[dict]) -> str:
 
 
 def plot_curves(runs: list[dict], path: Path) -> None:
-    """The book's four loss plots side by side: train (dashed) and val (solid), every seed."""
-    figure = Figure(figsize=(11, 8), dpi=100)
-    axes_grid = figure.subplots(2, 2, sharey=True)
-    colours = {"imdb-torch": "C0", "keras": "C1"}
-    for axes, experiment in zip(axes_grid.flat, EXPERIMENTS, strict=True):
+    """The book's loss plots side by side, one per experiment run: train (dashed) and val
+    (solid), every seed, each framework and seed in a colour of its own."""
+    experiments = _experiments_in(runs)
+    rows, columns = (2, 2) if len(experiments) == 4 else (1, len(experiments))
+    figure = Figure(figsize=(5.5 * columns, 4 * rows), dpi=100)
+    axes_grid = figure.subplots(rows, columns, sharey=True, squeeze=False)
+    lines = sorted({(r["framework"], r["seed"]) for r in runs})
+    colours = {line: f"C{i % 10}" for i, line in enumerate(lines)}
+    for axes, experiment in zip(axes_grid.flat, experiments, strict=True):
         for run in (r for r in runs if r["experiment"] == experiment):
             epochs = [row["epoch"] for row in run["history"]]
-            colour = colours.get(run["framework"], "C2")
+            colour = colours[(run["framework"], run["seed"])]
             label = f"{run['framework']} seed {run['seed']}"
             # Markers: a run of one epoch is a point, which a line alone would hide.
             axes.plot(epochs, [row["train_loss"] for row in run["history"]], "--", color=colour,
@@ -149,19 +173,22 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 
 
 def plot_test_accuracy(runs: list[dict], path: Path) -> None:
+    experiments = _experiments_in(runs)
+    frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in runs)]
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.subplots()
-    width = 0.38
-    for offset, framework in ((-width / 2, "keras"), (width / 2, "imdb-torch")):
+    width = 0.76 / len(frameworks)
+    for i, framework in enumerate(frameworks):  # bars side by side about each experiment
+        offset = (i - (len(frameworks) - 1) / 2) * width
         means, errors = [], []
-        for experiment in EXPERIMENTS:
+        for experiment in experiments:
             values = [r["test_acc"] for r in runs
                       if r["experiment"] == experiment and r["framework"] == framework]  # fmt: skip
             means.append(statistics.mean(values) if values else 0)
             errors.append(statistics.stdev(values) if len(values) > 1 else 0)
-        positions = [i + offset for i in range(len(EXPERIMENTS))]
+        positions = [j + offset for j in range(len(experiments))]
         axes.bar(positions, means, width, yerr=errors, label=framework, capsize=3)
-    axes.set_xticks(range(len(EXPERIMENTS)), EXPERIMENTS)
+    axes.set_xticks(range(len(experiments)), experiments)
     axes.set_ylim(0.5, 0.9)
     axes.set_ylabel("test accuracy (mean ± std over seeds)")
     axes.legend()
@@ -176,7 +203,8 @@ def write_report(results_dir: Path) -> Path:
     summary = results_dir / "summary.md"
     with atomic_path(summary) as tmp:
         parity = parity_table(runs)
-        tmp.write_text(summary_table(runs) + "\n" + (f"\n{parity}\n" if parity else ""))
+        tmp.write_text(context_line(runs) + "\n\n" + summary_table(runs) + "\n"
+                       + (f"\n{parity}\n" if parity else ""))  # fmt: skip
     if runs:
         plot_curves(runs, results_dir / "curves.png")
         plot_test_accuracy(runs, results_dir / "test_accuracy.png")
