@@ -160,3 +160,4 @@ tester.test(rnn_model, loader(test_seq, test_target), verbose=False)
 result = tester.callback_metrics  # test_loss and test_acc, what evaluate() returns
 print(f"\ntest set, best two-layer model: loss {result['test_loss']:.4f}, "
       f"accuracy {result['test_acc']:.4f}")  # fmt: skip
+print(f"checkpoints and loss plots: {out}/")
