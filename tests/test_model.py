@@ -8,7 +8,7 @@ from torch import nn
 from imdb_torch.config import PRESETS, ModelConfig, resolve
 from imdb_torch.errors import UserError
 from imdb_torch.model.keras_compat import KerasRMSprop, SequenceDropout, keras_parameter_count
-from imdb_torch.model.network import WordDropout
+from imdb_torch.model.network import SentimentNet, WordDropout
 
 from .conftest import classifier, tiny_settings, validation_by_hand
 
@@ -52,6 +52,15 @@ def test_every_stacked_layer_drops_its_inputs():
     seen.clear()
     model(torch.randint(1, 500, (32, 20)))
     assert not any((inputs == 0).any() for inputs in seen)
+
+
+def test_the_lessons_network_holds_the_lessons_layers_only():
+    # As a learner prints it beside Keras's model.summary(): nothing beyond the lesson unless
+    # asked for.
+    assert [name for name, _ in SentimentNet(ModelConfig()).named_children()] == [
+        "embedding", "input_dropouts", "rnns", "head"]  # fmt: skip
+    with_words_dropped = SentimentNet(ModelConfig(word_dropout=0.3))
+    assert isinstance(with_words_dropped.word_dropout, WordDropout)
 
 
 def test_word_dropout_drops_every_occurrence_of_a_word():

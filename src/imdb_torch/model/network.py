@@ -38,7 +38,10 @@ class SentimentNet(nn.Module):
         self.config = config
         directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(config.num_words, config.embedding_dim)
-        self.word_dropout = WordDropout(config.word_dropout, config.num_words)
+        # Beyond the lesson (--word-dropout): a layer only when asked for, as Keras's has none.
+        self.word_dropout = (
+            WordDropout(config.word_dropout, config.num_words) if config.word_dropout else None
+        )
         # Keras's LSTM(dropout=...) drops each layer's inputs, so every layer is its own
         # module with its own SequenceDropout in front (nn.LSTM(num_layers=2, dropout=...)
         # would drop between layers only, with a new mask at every step).
@@ -64,7 +67,8 @@ class SentimentNet(nn.Module):
         if self.config.packed:  # beyond the lesson: the layers skip the padding
             tokens, lengths = left_align(tokens)
         x = self.embedding(tokens)  # Embedding(500, 16)
-        x = self.word_dropout(x, tokens)  # beyond the lesson; off (identity) by default
+        if self.word_dropout is not None:  # beyond the lesson
+            x = self.word_dropout(x, tokens)
         for dropout, rnn in zip(self.input_dropouts, self.rnns, strict=True):
             x = dropout(x)  # LSTM(8, dropout=0.3): the dropout of the layer's inputs
             # x: every step's output (Keras's return_sequences=True), the next layer's input
