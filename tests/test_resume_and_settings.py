@@ -439,6 +439,42 @@ def test_a_resumed_run_says_when_its_test_result_is_not_of_the_best_model(
     assert "(the run's test.json is of epoch 7's model, not the best)" in capsys.readouterr().out
 
 
+def test_every_epoch_is_saved_for_resume_not_only_the_improving_ones(tmp_path, tiny_tarball):
+    # Lightning's save_last writes last.ckpt only where it writes a best checkpoint (since
+    # 2.6): a run whose later epochs do not improve would resume from its best, train those
+    # epochs again, and a finished run would not be seen to have finished.
+    argv = flags(tiny_tarball, tmp_path, "--lr", "10", "--max-epochs", "5", "--patience", "5")
+    assert train_cli.main(argv) == 0
+    run_dir = tmp_path / "lstm" / "version_0"
+    rows = json.loads((run_dir / "history.json").read_text())
+    best = min(rows, key=lambda row: row["val_loss"])["epoch"]
+    assert best < len(rows) == 5  # the last epochs did not improve: what this test is about
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] + 1 == 5
+    assert [p.name for p in (run_dir / "checkpoints").glob("last*")] == ["last.ckpt"]
+    # The finished run is seen to be finished; its best model, lost, is copied from the best
+    # epoch's checkpoint, not from last.ckpt.
+    (tmp_path / "best.ckpt").unlink()
+    code = train_cli.main(["--resume", str(run_dir / "checkpoints" / "last.ckpt"), "--no-progress"])
+    assert code == 0 and json.loads((run_dir / "history.json").read_text()) == rows
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] + 1 == best
+
+
+def test_the_best_checkpoint_is_the_one_that_monitors_the_validation_loss(tmp_path):
+    from imdb_torch.cli.resume import _best_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("last.ckpt", "best-epoch002-val_loss0.5000.ckpt"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"")
+    checkpoint = {"callbacks": {  # the last epoch's callback first: its "best" is the newest
+        "ModelCheckpoint{'monitor': None}": {"monitor": None, "best_model_path": "x/last.ckpt"},
+        "ModelCheckpoint{'monitor': 'val_loss'}": {
+            "monitor": "val_loss", "best_model_path": "x/best-epoch002-val_loss0.5000.ckpt"},
+    }}  # fmt: skip
+    best = _best_checkpoint(tmp_path, checkpoint)
+    assert best == tmp_path / "checkpoints" / "best-epoch002-val_loss0.5000.ckpt"
+
+
 def test_stale_temporary_files_in_the_cache_are_cleared(tmp_path, tiny_tarball, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -109,7 +109,8 @@ def _best_checkpoint(run_dir: Path, checkpoint: dict) -> Path | None:
     (the run directory may have moved since)."""
     for state in callback_states(checkpoint, "Checkpoint"):
         recorded = state.get("best_model_path")
-        if isinstance(recorded, str) and recorded:
+        # The one that monitors val_loss: the other keeps last.ckpt, its "best" the newest.
+        if state.get("monitor") is not None and isinstance(recorded, str) and recorded:
             best = run_dir / "checkpoints" / Path(recorded).name
             return best if best.is_file() else None
     return None

@@ -112,16 +112,20 @@ def prepare(
         settings.model, settings.optim, fused_rnn=fused_rnn, cuda_graphs=cuda_graphs
     )
     history = EpochHistory()
-    # keras.callbacks.ModelCheckpoint(save_best_only=True), plus the last epoch for --resume.
+    # keras.callbacks.ModelCheckpoint(save_best_only=True). Saved at the training epoch's end,
+    # after EpochHistory has recorded the epoch, so checkpoints carry the full history.
     checkpoint = RunCheckpoint(
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
         filename="best-epoch{epoch:03d}-val_loss{val_loss:.4f}",
         auto_insert_metric_name=False,
-        # Saved after EpochHistory has recorded the epoch, so checkpoints carry the full history.
         save_on_train_epoch_end=True,
+    )
+    # last.ckpt, every epoch's, what --resume continues. Its own callback: Lightning's
+    # save_last writes it only where a best checkpoint is written (since Lightning 2.6).
+    last = RunCheckpoint(
+        filename="last", enable_version_counter=False, save_on_train_epoch_end=True
     )
     logger = TensorBoardLogger(logdir, name=name, version=version, default_hp_metric=False)
     # hparams.yaml: Lightning writes the model's and the data's settings there; the run's
@@ -144,6 +148,7 @@ def prepare(
             RandomState(),
             RunSettings(settings.run, save_path),
             checkpoint,
+            last,
             # keras.callbacks.EarlyStopping(patience=3); restore_best_weights: the model kept
             # is the best epoch's checkpoint (Session.best_checkpoint, restore_best).
             EarlyStopping(monitor="val_loss", mode="min", patience=settings.run.patience),
