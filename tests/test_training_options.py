@@ -3,6 +3,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -62,7 +63,7 @@ def test_validation_and_final_weights_are_the_moving_average(tiny_tarball, tmp_p
     assert abs(logged - val_loss(run.model, run.datamodule)) > 1e-4
 
     # Checkpoints hold the average as the model's weights, and the raw ones for resuming.
-    last = torch.load(run.checkpoint.last_model_path, weights_only=True)
+    last = torch.load(Path(run.checkpoint.dirpath) / "last.ckpt", weights_only=True)
     head = "net.head.weight"
     torch.testing.assert_close(last["state_dict"][head], average[head])
     torch.testing.assert_close(last["current_model_state"][head], raw[head])
@@ -127,3 +128,26 @@ def test_resumed_run_goes_on_as_an_uninterrupted_one(tiny_tarball, tmp_path, opt
     best_split = torch.load(split / "best.ckpt", weights_only=True)
     for name, value in best_whole["state_dict"].items():
         torch.testing.assert_close(best_split["state_dict"][name], value, rtol=0, atol=1e-6)
+
+
+def test_a_decayed_rate_resumes_where_it_was_at_every_epoch(tiny_tarball, tmp_path):
+    """The plateau rule's state is saved with the epoch it has judged: a run resumed after any
+    epoch cuts the rate where the uninterrupted one does (a stale state, one epoch behind,
+    compared later epochs with an older best loss)."""
+    option = ("--lr-decay", "0.5", "--lr", "10")
+    (tmp_path / "whole").mkdir()
+    assert (
+        train_cli.main(flags(tiny_tarball, tmp_path / "whole", *option, "--max-epochs", "6")) == 0
+    )
+
+    def losses(logdir):
+        rows = json.loads((logdir / "run" / "version_0" / "history.json").read_text())
+        return [row["val_loss"] for row in rows]
+
+    whole = losses(tmp_path / "whole")
+    for split in (2, 3, 4):
+        logdir = tmp_path / f"split{split}"
+        logdir.mkdir()
+        assert train_cli.main(flags(tiny_tarball, logdir, *option, "--max-epochs", str(split))) == 0
+        assert train_cli.main(flags(tiny_tarball, logdir, "--resume", "--max-epochs", "6")) == 0
+        assert losses(logdir) == pytest.approx(whole, abs=1e-6), split

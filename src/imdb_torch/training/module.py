@@ -195,6 +195,19 @@ class SentimentClassifier(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
 
+    # --lr-decay's plateau rule judges each epoch by its validation loss as soon as that is
+    # known, so the epoch's checkpoints hold the rule's state after it. Lightning would step
+    # it after writing them, and does not step a plateau rule on resuming: a resumed run
+    # would go on one judgement behind the uninterrupted one.
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.step(self.val_loss.compute())
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        pass  # stepped in on_validation_epoch_end, above
+
     def _parameter_groups(self) -> list[dict]:
         groups = [{"params": list(self.net.parameters())}]
         if self.ngrams is not None:  # a linear model over millions of weights: a higher rate
