@@ -3,6 +3,7 @@ process at a time), settings refused before any work, and a loss that stops bein
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -135,6 +136,29 @@ def test_a_run_is_not_resumed_on_other_reviews(tmp_path, tiny_tarball, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "vocabulary differs" in err, err
     assert last.read_bytes() == before
+
+
+def test_a_run_is_not_resumed_on_its_reviews_relabelled(tmp_path, tiny_tarball, review_files,
+                                                        capsys):  # fmt: skip
+    """The same words, the labels swapped: the vocabulary alone cannot tell. The same reviews
+    moved elsewhere are the run's data."""
+    from .conftest import write_tarball
+
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    swap = {"/pos/": "/neg/", "/neg/": "/pos/"}
+    swapped = {re.sub("/(pos|neg)/", lambda m: swap[m.group()], name): text
+               for name, text in review_files.items()}  # fmt: skip
+    relabelled = write_tarball(swapped, tmp_path / "relabelled.tar.gz")
+    capsys.readouterr()
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--data", str(relabelled)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "are not the ones the run was trained on" in err
+    moved = shutil.copy(tiny_tarball, tmp_path / "moved.tar.gz")
+    code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--data", str(moved),
+                           "--no-progress"])  # fmt: skip
+    assert code == 0 and len(history(tmp_path / "lstm" / "version_0")) == 2
 
 
 def test_resuming_a_finished_run_says_so(tmp_path, tiny_tarball, capsys):

@@ -34,6 +34,7 @@ from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
 from ..reporting.runs import TEST_FILE, load_run, version_number
 from ..training.checkpoint import (
+    check_same_reviews,
     check_vocabulary,
     epochs_to_resume_from,
     read_checkpoint,
@@ -77,6 +78,7 @@ def _main(argv: Sequence[str] | None) -> int:
     datamodule = _prepared_data(plan.settings)  # load_data, train_test_split, pad_sequences
     if plan.resumed:  # --data may move; the reviews it holds may not change
         check_vocabulary(plan.resumed.checkpoint, datamodule.words, "resume")
+        check_same_reviews(plan.resumed.checkpoint, datamodule.training_reviews)
     _check_free_space(plan.settings, plan.save_path, plan.logdir)
     version = (version_number(plan.resumed.run_dir) if plan.resumed
                else _claim_version(plan.logdir / plan.name))  # fmt: skip

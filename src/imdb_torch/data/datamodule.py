@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import asdict
@@ -110,6 +111,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.words: list[str] = []
         self.source: DataSource | None = None
         self.train_set = self.val_set = self.test_set = None
+        self.training_reviews = ""  # a digest of the training and validation sets (setup)
         self._uncached: Corpus | None = None  # built by prepare_data, where no cache took it
 
     @classmethod
@@ -169,6 +171,11 @@ class IMDBDataModule(L.LightningDataModule):
         self.train_set = PaddedReviews(train_tokens[train_idx], corpus.train_labels[train_idx])
         self.val_set = PaddedReviews(train_tokens[val_idx], corpus.train_labels[val_idx])
         self.test_set = PaddedReviews(padded(corpus.test), corpus.test_labels)
+        # What a run learns from, tokens and labels: a resumed run must go on with the same.
+        digest = hashlib.sha256()
+        for reviews in (self.train_set, self.val_set):
+            digest.update(reviews.tokens.numpy().tobytes() + reviews.labels.numpy().tobytes())
+        self.training_reviews = digest.hexdigest()
 
     def _loader(
         self, dataset: PaddedReviews, batch_size: int, shuffle: bool
@@ -205,7 +212,8 @@ class IMDBDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint, so raw text can later be encoded as the training data
         # was, and a measurement can tell whether it was made on the training data's source.
-        return {"words": list(self.words), "source": self.source_record()}
+        return {"words": list(self.words), "source": self.source_record(),
+                "training_reviews": self.training_reviews}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.words = list(state_dict.get("words", []))

@@ -197,6 +197,19 @@ def check_vocabulary(checkpoint: dict[str, Any], words: list[str], doing: str) -
         )
 
 
+def check_same_reviews(checkpoint: dict[str, Any], training_reviews: str) -> None:
+    """Refuse to resume on other training reviews than the run's (other labels, say, under
+    the same words): the run would go on learning something else. Checkpoints of 0.3 and
+    before record none, and are not checked."""
+    state = checkpoint.get("IMDBDataModule")
+    recorded = state.get("training_reviews") if isinstance(state, dict) else None
+    if isinstance(recorded, str) and recorded and recorded != training_reviews:
+        raise UserError(
+            "the training reviews of this --data are not the ones the run was trained on "
+            "(other reviews or labels, or other settings of the data): resume on the run's data"
+        )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic on one filesystem.
 
