@@ -131,6 +131,55 @@ def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path
     assert "resume with" in err and "Traceback" not in err, err[-3000:]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # Fields after the name, which is in parentheses and may hold spaces: state, ppid.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def test_the_other_processes_end_with_the_first_however_it_ends(tiny_tarball, tmp_path):
+    """Killed outright (SIGKILL, or an interrupt that came while Lightning was starting the
+    others), the first process cannot end the others; they would wait for it for ever in a
+    collective, where no signal but SIGKILL reaches them. The kernel ends them with it."""
+    env = {**os.environ, "IMDB_TORCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--data", str(tiny_tarball),
+         *FLAGS, "--max-epochs", "100000", "--patience", "100000",
+         "--logdir", str(tmp_path / "logs"), "--save", str(tmp_path / "best.ckpt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # Killed as soon as it has started the second: that one is still starting, and would
+        # next wait to meet the first.
+        deadline, others = time.monotonic() + 180, []
+        while not others and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            others = _children(process.pid)
+        assert len(others) == 1, "no second process started"
+        (other,) = others
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(other) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(other), "the second process outlived the first"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"])
 def test_only_a_runs_first_process_claims_its_directory(variable, tmp_path, monkeypatch):
     # Lightning's launcher, torchrun and SLURM's srun each name a process's rank in their own

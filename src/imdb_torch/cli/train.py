@@ -10,10 +10,12 @@ and resume (which run ``--resume`` continues, and how: ``resume.py``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -68,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     # Everything is checked before any work: flags, paths, then the data, and only then is a
     # run directory made, so a mistake leaves nothing behind.
+    _end_with_the_process_that_started_this()
     args = build_train_parser().parse_args(argv)
     hardware = hardware_from_flags(args)
     quiet_lightning()
@@ -185,6 +188,28 @@ def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
     if save == logs or save in logs.parents or save.is_relative_to(logs / name):
         raise UserError(f"--save {save_path}: that is where the logs go (--logdir {logdir}); "
                         "give the best model a file name of its own, e.g. best.ckpt")  # fmt: skip
+
+
+def _end_with_the_process_that_started_this() -> None:
+    """In a rank that another process started (Lightning's launcher, torchrun), ask the
+    kernel (Linux) to end this process when its parent ends, however that ends. A first
+    process killed outright, or interrupted while Lightning was starting the others, cannot
+    end them itself; they would wait to meet it for ever, in C++ code that no signal but
+    SIGKILL reaches."""
+    if _main_process():
+        os.environ[FIRST_PROCESS] = str(os.getpid())  # for the ranks it starts, which inherit it
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    first = os.environ.get(FIRST_PROCESS)
+    if first and os.getppid() != int(first):  # it had ended before the request was made
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+FIRST_PROCESS = "IMDB_TORCH_FIRST_PROCESS"  # the pid of the process that started the run
 
 
 def _end_other_ranks(session: Session | None) -> None:
