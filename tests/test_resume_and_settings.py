@@ -116,8 +116,9 @@ def test_a_run_in_use_is_not_resumed_by_a_second_process(tmp_path, tiny_tarball,
     with run_lock(run_dir):  # as a first resume would hold it
         code = train_cli.main(["--resume", str(last), "--max-epochs", "2",
                                "--save", str(tmp_path / "b.ckpt")])  # fmt: skip
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "in use by another training" in err
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another training" in err
+    assert "resuming" not in out  # it was not
     assert last.read_bytes() == before
 
 

@@ -122,7 +122,6 @@ def _resumed_run(args) -> _Plan | None:
         print(f"{run_dir} has finished ({resumed.finished}); nothing to resume")
         resumed.complete(save_path, replace=args.save is not None)
         return None
-    print(f"resuming {run_dir} from epoch {resumed.epochs}; best model to {shown(save_path)}")
     return _Plan(resumed.settings, name, logdir, save_path, resumed)
 
 
@@ -134,6 +133,9 @@ def _train(args, plan: _Plan, version: int | None, datamodule, hardware) -> int:
     session = None  # read by the lambda when a second Ctrl-C comes
     try:
         with _held(run_dir), second_signal_ends_it(lambda: _end_other_ranks(session)):
+            if plan.resumed and _main_process():  # said once the run is this process's
+                print(f"resuming {run_dir} from epoch {plan.resumed.epochs}; best model to "
+                      f"{shown(plan.save_path)}")  # fmt: skip
             session = prepare(
                 plan.settings, logdir=plan.logdir, name=plan.name, version=version,
                 hardware=hardware, progress=not args.no_progress, fused_rnn=not args.plain_rnn,
