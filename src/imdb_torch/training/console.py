@@ -24,13 +24,14 @@ class EpochProgressBar(TQDMProgressBar):
     named as Keras names them, and without the run's version number (``v_num``), which its
     directory's name already says.
 
-    Shorter than Lightning's, so that a finished epoch's figures fit 80 columns: no rate, and
-    the time left only while the epoch runs (``Epoch 12/100: 313/313 ███ 00:05, loss=0.689,
-    acc=0.583, val_loss=0.689, val_acc=0.583``).
+    Shorter than Lightning's, so that the line a finished epoch leaves fits 80 columns with
+    all its figures: no rate, the time left and the bar only while the epoch runs (a full bar
+    says nothing), the time taken in seconds as Keras gives it (``Epoch 12/100: 313/313 5s,
+    loss=0.689, acc=0.583, val_loss=0.689, val_acc=0.583``).
     """
 
-    BAR_FORMAT = "{desc}{n_fmt}/{total_fmt} {bar} {elapsed}<{remaining}{postfix}"
-    FINISHED_FORMAT = "{desc}{n_fmt}/{total_fmt} {bar} {elapsed}{postfix}"
+    BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} {bar} {elapsed}<{remaining}{postfix}"
+    FINISHED_FORMAT = "{desc} {n_fmt}/{total_fmt} {elapsed_s:.0f}s{postfix}"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
@@ -49,8 +50,9 @@ class EpochProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(
-            f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        # _str: as given, without the ": " that set_description would add.
+        self.train_progress_bar.set_description_str(
+            f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}:"
         )
 
 
