@@ -132,12 +132,13 @@ def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path
 
 
 def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (Linux's /proc)."""
+    """The train.py processes ``pid`` started (Linux's /proc)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             # Fields after the name, which is in parentheses and may hold spaces: state, ppid.
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid and b"train.py" in (stat.parent / "cmdline").read_bytes():
                 found.append(int(stat.parent.name))
     return found
 
@@ -192,3 +193,26 @@ def test_only_a_runs_first_process_claims_its_directory(variable, tmp_path, monk
     monkeypatch.setenv(variable, "1")
     assert train._claim_version(tmp_path / "other") is None
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(
+    ("started_by", "asked"),
+    [("parent", signal.SIGKILL), (None, 0)],  # train.py's rank; torchrun's, srun's or a shell's
+)
+def test_only_a_rank_that_train_py_started_ends_with_its_parent(started_by, asked):
+    probe = (
+        "import ctypes, os\n"
+        "from imdb_torch.cli.train import _end_with_the_process_that_started_this as ask\n"
+        "ask()\n"
+        "got = ctypes.c_int()\n"
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(got))  # PR_GET_PDEATHSIG\n"
+        "print(got.value)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "IMDB_TORCH_STARTED_BY"}
+    env["LOCAL_RANK"] = "1"
+    if started_by == "parent":
+        env["IMDB_TORCH_STARTED_BY"] = str(os.getpid())  # this process starts the probe
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == asked

@@ -485,6 +485,28 @@ def test_every_epoch_is_saved_for_resume_not_only_the_improving_ones(tmp_path, t
     assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] + 1 == best
 
 
+def test_a_run_whose_last_checkpoint_is_behind_its_history_says_so(tmp_path, tiny_tarball):
+    # As imdb-torch 0.3 left a run whose last epochs did not improve: last.ckpt at the best.
+    argv = flags(tiny_tarball, tmp_path, "--lr", "10", "--max-epochs", "5", "--patience", "5")
+    assert train_cli.main(argv) == 0
+    run_dir = tmp_path / "lstm" / "version_0"
+    rows = json.loads((run_dir / "history.json").read_text())
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    shutil.copy(best, run_dir / "checkpoints" / "last.ckpt")
+    epochs = torch.load(best, weights_only=True)["epoch"] + 1
+    assert epochs < 4  # more than one epoch behind: what this test is about
+    said = (f"history.json holds 5 epochs, its last checkpoint {epochs} (imdb-torch 0.3 saved "
+            f"last.ckpt only in epochs that improved): epochs {epochs + 1} to 5 are trained "
+            "again")  # fmt: skip
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        code = train_cli.main(["--resume", str(run_dir / "checkpoints" / "last.ckpt"),
+                               "--no-progress"])  # fmt: skip
+    assert code == 0
+    # The same seed's generators: the same epochs again.
+    again = json.loads((run_dir / "history.json").read_text())
+    assert [row["val_loss"] for row in again] == pytest.approx([row["val_loss"] for row in rows])
+
+
 def test_the_best_checkpoint_is_the_one_that_monitors_the_validation_loss(tmp_path):
     from imdb_torch.cli.resume import _best_checkpoint
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import filecmp
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,15 @@ from ..config import Settings, experiment_name, resolve
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..reporting.plots import plot_losses
-from ..reporting.runs import callback_states, history_in, run_dir_of, version_number
-from ..training.callbacks import SAVE_PATH_KEY
+from ..reporting.runs import (
+    callback_states,
+    checked_history,
+    history_in,
+    read_json,
+    run_dir_of,
+    version_number,
+)
+from ..training.callbacks import HISTORY_FILE, SAVE_PATH_KEY
 from ..training.checkpoint import (
     checkpoint_file,
     epochs_to_resume_from,
@@ -72,9 +80,28 @@ def resumption(args, given: dict) -> Resumption:
     checkpoint = read_checkpoint(path)
     epochs = epochs_to_resume_from(checkpoint)
     _check_not_behind_last(path, epochs, run_dir)
+    _warn_if_trained_further(run_dir, epochs)
     settings = _resumed_settings(checkpoint, given)
     finished = _finished(checkpoint, epochs, settings)
     return Resumption(path, run_dir, checkpoint, settings, epochs, finished)
+
+
+def _warn_if_trained_further(run_dir: Path, epochs: int) -> None:
+    """A run of imdb-torch 0.3 or before saved last.ckpt only in epochs that improved the
+    validation loss: its history may hold epochs that no checkpoint does, trained again now
+    (the same seed's generators make them the same epochs on the CPU). One epoch more is a
+    run killed while saving it, as can happen to any run."""
+    try:
+        recorded = len(checked_history(read_json(run_dir / HISTORY_FILE), run_dir))
+    except (UserError, OSError):
+        return  # no history to compare with: nothing to say
+    if recorded > epochs + 1:
+        warnings.warn(
+            f"{run_dir}: history.json holds {recorded} epochs, its last checkpoint {epochs} "
+            f"(imdb-torch 0.3 saved last.ckpt only in epochs that improved): epochs "
+            f"{epochs + 1} to {recorded} are trained again",
+            stacklevel=2,
+        )
 
 
 def _draw_missing_plot(run_dir: Path, checkpoint: dict) -> None:

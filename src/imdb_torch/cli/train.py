@@ -193,25 +193,29 @@ def _check_save_apart(save_path: Path, logdir: Path, name: str) -> None:
 
 
 def _end_with_the_process_that_started_this() -> None:
-    """In a rank that another process started (Lightning's launcher, torchrun), ask the
-    kernel (Linux) to end this process when its parent ends, however that ends. A first
-    process killed outright, or interrupted while Lightning was starting the others, cannot
-    end them itself; they would wait to meet it for ever, in C++ code that no signal but
-    SIGKILL reaches."""
-    if _main_process():
-        os.environ[FIRST_PROCESS] = str(os.getpid())  # for the ranks it starts, which inherit it
+    """In a rank that train.py started (through Lightning's launcher), ask the kernel (Linux)
+    to end this process when the one that started it ends, however that ends. That process,
+    killed outright or interrupted while Lightning was starting the others, cannot end them
+    itself; they would wait to meet it for ever, in C++ code that no signal but SIGKILL
+    reaches. (Not in a process that torchrun, srun or a shell started: their own launchers
+    end their ranks, and a shell that exits must not take a node's training with it.)"""
+    started_by = os.environ.get(STARTED_BY)
+    if not int(os.environ.get("LOCAL_RANK") or 0):
+        # Where Lightning's launcher runs, on each machine: the ranks it starts inherit this.
+        os.environ[STARTED_BY] = str(os.getpid())
         return
-    if not sys.platform.startswith("linux"):
+    if not started_by or not sys.platform.startswith("linux"):
         return
+    # The kernel follows the thread that started this process: Lightning's launcher starts
+    # the ranks from the main thread, which lives as long as the process.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    first = os.environ.get(FIRST_PROCESS)
-    if first and os.getppid() != int(first):  # it had ended before the request was made
+    if os.getppid() != int(started_by):  # it had ended before the request was made
         os._exit(1)
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-FIRST_PROCESS = "IMDB_TORCH_FIRST_PROCESS"  # the pid of the process that started the run
+STARTED_BY = "IMDB_TORCH_STARTED_BY"  # the pid of the train.py that started this rank
 
 
 def _end_other_ranks(session: Session | None) -> None:

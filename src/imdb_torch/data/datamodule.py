@@ -174,7 +174,8 @@ class IMDBDataModule(L.LightningDataModule):
         # What a run learns from, tokens and labels: a resumed run must go on with the same.
         digest = hashlib.sha256()
         for reviews in (self.train_set, self.val_set):
-            digest.update(reviews.tokens.numpy().tobytes() + reviews.labels.numpy().tobytes())
+            digest.update(reviews.tokens.numpy())  # their memory, not a copy
+            digest.update(reviews.labels.numpy())
         self.training_reviews = digest.hexdigest()
 
     def _loader(

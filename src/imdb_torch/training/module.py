@@ -196,17 +196,20 @@ class SentimentClassifier(L.LightningModule):
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}  # fmt: skip
 
     # --lr-decay's plateau rule judges each epoch by its validation loss as soon as that is
-    # known, so the epoch's checkpoints hold the rule's state after it. Lightning would step
-    # it after writing them, and does not step a plateau rule on resuming: a resumed run
-    # would go on one judgement behind the uninterrupted one.
+    # known, so that the epoch's checkpoints hold the rule's state after it. Lightning would
+    # step it after writing them: a run resumed from one would never judge that epoch, and
+    # would go on one judgement behind the uninterrupted run.
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
             return
         for config in self.trainer.lr_scheduler_configs:
-            config.scheduler.step(self.val_loss.compute())
+            if config.reduce_on_plateau:
+                config.scheduler.step(self.val_loss.compute())
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
-        pass  # stepped in on_validation_epoch_end, above
+        if metric is None:  # a rule of its own time (none is made here): Lightning's way
+            super().lr_scheduler_step(scheduler, metric)
+        # a plateau rule was stepped in on_validation_epoch_end, above
 
     def _parameter_groups(self) -> list[dict]:
         groups = [{"params": list(self.net.parameters())}]

@@ -98,8 +98,8 @@ def prepare(
     module of ``settings``, unless ``datamodule`` is given: the tools read the data first, and
     a resumed run keeps its own data settings).
 
-    ``ModelCheckpoint`` keeps the best epoch by validation loss and the last one, both saved
-    atomically; ``EarlyStopping`` stops after ``settings.run.patience`` epochs without
+    One ``ModelCheckpoint`` keeps the best epoch by validation loss, another the last epoch,
+    both saved atomically; ``EarlyStopping`` stops after ``settings.run.patience`` epochs without
     improvement. ``save_path``, where the caller copies the best model, is
     recorded in the checkpoints for a resumed run to copy it to.
     """
