@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -129,6 +130,9 @@ def test_sigterm_stops_a_multi_process_run_as_ctrl_c_does(tiny_tarball, tmp_path
         process.communicate()
     assert process.returncode == 143, err[-3000:]
     assert "resume with" in err and "Traceback" not in err, err[-3000:]
+    # With the hardware it ran on: else it would go on in one process, on other batches.
+    (hint,) = [line for line in err.splitlines() if line.startswith("resume with: ")]
+    assert hint.endswith("--accelerator cpu --devices 2 --strategy ddp"), hint
 
 
 def _children(pid: int) -> list[int]:
@@ -216,3 +220,19 @@ def test_only_a_rank_that_train_py_started_ends_with_its_parent(started_by, aske
                           env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) == asked
+
+
+def test_a_run_resumed_in_another_number_of_processes_is_warned():
+    from types import SimpleNamespace
+
+    from imdb_torch.config import RunConfig
+    from imdb_torch.training.callbacks import RunSettings
+
+    callback = RunSettings(RunConfig())
+    checkpoint = {}
+    callback.on_save_checkpoint(SimpleNamespace(world_size=2), None, checkpoint)
+    with pytest.warns(UserWarning, match="the run trained in 2 processes and goes on in 1"):
+        callback.on_load_checkpoint(SimpleNamespace(world_size=1), None, checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as many as before: not a word
+        callback.on_load_checkpoint(SimpleNamespace(world_size=2), None, checkpoint)

@@ -312,3 +312,22 @@ def test_an_interrupted_multi_process_run_is_explained_by_its_first_process_alon
     err = capsys.readouterr().err
     assert "resume with" not in err and "nothing to resume" not in err
     assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_run_directory_left_with_its_lock_alone_is_removed_once_its_process_is_gone(tmp_path):
+    # As a run SIGKILLed before its first checkpoint leaves it (Lightning's launcher kills the
+    # first process of a multi-process run when another ends early).
+    from imdb_torch.cli import train as train_module
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    experiment = tmp_path / "lstm"
+    for version, holder in ((0, f"pid {gone.pid}"), (1, f"pid {os.getpid()}"), (2, "")):
+        (experiment / f"version_{version}").mkdir(parents=True)
+        (experiment / f"version_{version}" / ".lock").write_text(holder)
+    (experiment / "version_3").mkdir()
+    (experiment / "version_3" / ".lock").write_text(f"pid {gone.pid}")
+    (experiment / "version_3" / "history.json").write_text("[]")  # more than a lock: kept
+    assert train_module._claim_version(experiment) == 4
+    kept = sorted(p.name for p in experiment.iterdir())
+    assert kept == ["version_1", "version_2", "version_3", "version_4"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.strategies import StrategyRegistry
 
 from ..errors import UserError
@@ -219,7 +220,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        if not started_by_train_py():  # the first process says it, once
+            print(f"{prog}: interrupted", file=sys.stderr)
         return interrupted_status()
     except BrokenPipeError:
         if not _reader_gone():
@@ -337,10 +339,26 @@ def _sigterm_as_interrupt():
 _STOPPED_BY_SIGTERM: list[bool] = []  # set once SIGTERM, rather than Ctrl-C, stopped the tool
 
 
+STARTED_BY = "IMDB_TORCH_STARTED_BY"  # in a rank train.py started: that train.py's pid
+
+
+def started_by_train_py() -> bool:
+    """Whether this process is a rank that train.py started through Lightning's launcher."""
+    return int(os.environ.get("LOCAL_RANK") or 0) > 0 and bool(os.environ.get(STARTED_BY))
+
+
 def interrupted_status(trainer: L.Trainer | None = None) -> int:
     """The exit status of a tool that a signal stopped, as a shell reports a process the
     signal ended: 128 + its number, 130 after Ctrl-C and 143 after SIGTERM (which a
-    ``trainer`` notes too, where Lightning's handler heard it alone)."""
+    ``trainer`` notes too, where Lightning's handler heard it alone).
+
+    0 in a rank that train.py started, once the ranks have met: the first process reports
+    the interrupt, and Lightning's launcher there kills every process (itself too, with
+    SIGKILL) as soon as one of those it started ends with another status, before it can say
+    how to resume. Not before they have met: the first may be waiting for this one, in code
+    that only that kill ends."""
+    if started_by_train_py() and dist.is_available() and dist.is_initialized():
+        return 0
     by_sigterm = _STOPPED_BY_SIGTERM or (trainer is not None and trainer.received_sigterm)
     return 128 + (signal.SIGTERM if by_sigterm else signal.SIGINT)
 

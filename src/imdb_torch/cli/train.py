@@ -44,6 +44,7 @@ from ..training.checkpoint import (
 from ..training.module import SentimentClassifier
 from ..training.trainer import Session, check_precision, prepare
 from .common import (
+    STARTED_BY,
     HearSecondInterrupt,
     SigtermAsCtrlC,
     check_directory_to_be,
@@ -55,6 +56,7 @@ from .common import (
     run,
     second_signal_ends_it,
     shown,
+    started_by_train_py,
 )
 from .flags import given_settings
 from .parsers import DEFAULT_LOGDIR, DEFAULT_SAVE, build_train_parser, command_for, program_name
@@ -154,7 +156,8 @@ def _train(args, plan: _Plan, version: int | None, datamodule, hardware) -> int:
                     raise
                 if session.trainer.is_global_zero:  # the run's directory is the first process's
                     last = run_dir / "checkpoints" / "last.ckpt"
-                    _explain_interrupt(last, session.checkpoint.best_model_path, plan.save_path)
+                    _explain_interrupt(last, session.checkpoint.best_model_path,
+                                       plan.save_path, _hardware_argv(args))  # fmt: skip
                     _drop_if_unsaved(run_dir, new_run)
                 return interrupted_status(session.trainer)
             if not session.trainer.is_global_zero:
@@ -199,23 +202,21 @@ def _end_with_the_process_that_started_this() -> None:
     itself; they would wait to meet it for ever, in C++ code that no signal but SIGKILL
     reaches. (Not in a process that torchrun, srun or a shell started: their own launchers
     end their ranks, and a shell that exits must not take a node's training with it.)"""
-    started_by = os.environ.get(STARTED_BY)
     if not int(os.environ.get("LOCAL_RANK") or 0):
         # Where Lightning's launcher runs, on each machine: the ranks it starts inherit this.
         os.environ[STARTED_BY] = str(os.getpid())
         return
-    if not started_by or not sys.platform.startswith("linux"):
+    if not started_by_train_py() or not sys.platform.startswith("linux"):
         return
     # The kernel follows the thread that started this process: Lightning's launcher starts
     # the ranks from the main thread, which lives as long as the process.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(started_by):  # it had ended before the request was made
+    if os.getppid() != int(os.environ[STARTED_BY]):  # it had ended before the request
         os._exit(1)
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-STARTED_BY = "IMDB_TORCH_STARTED_BY"  # the pid of the train.py that started this rank
 
 
 def _end_other_ranks(session: Session | None) -> None:
@@ -354,7 +355,23 @@ def _drop_if_unsaved(run_dir: Path, new_run: bool) -> None:
             run_dir.parent.rmdir()
 
 
-def _explain_interrupt(last: Path, best: str, save_path: Path) -> None:
+HARDWARE_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+
+
+def _hardware_argv(args) -> list[str]:
+    """The hardware flags given, as they were typed: a resumed run needs them again (they
+    are the machine's, not the run's settings), or it would go on in another number of
+    processes, on batches cut otherwise."""
+    defaults = build_train_parser()
+    argv = []
+    for name in HARDWARE_FLAGS:
+        value = getattr(args, name)
+        if value != defaults.get_default(name):
+            argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
+
+
+def _explain_interrupt(last: Path, best: str, save_path: Path, hardware: list[str]) -> None:
     if not last.is_file():
         print("\ninterrupted before any epoch was saved: nothing to resume", file=sys.stderr)
         return
@@ -369,8 +386,8 @@ def _explain_interrupt(last: Path, best: str, save_path: Path) -> None:
     if best:  # ModelCheckpoint's, which test.py and predict.py take as it is
         print(f"best model so far: {shown(Path(best))} ({shown(save_path)} is written when the "
               "run ends)", file=sys.stderr)  # fmt: skip
-    print(f"resume with: {command_for('train')} --resume {shlex.quote(str(shown(last)))}",
-          file=sys.stderr)  # fmt: skip
+    again = shlex.join(["--resume", str(shown(last)), *hardware])
+    print(f"resume with: {command_for('train')} {again}", file=sys.stderr)
 
 
 def _claim_version(experiment_dir: Path) -> int | None:
@@ -382,6 +399,8 @@ def _claim_version(experiment_dir: Path) -> int | None:
     if not _main_process():
         return None
     experiment_dir.mkdir(parents=True, exist_ok=True)
+    for run_dir in experiment_dir.glob("version_*"):
+        _remove_if_abandoned(run_dir)
     taken = [version_number(run) for run in experiment_dir.glob("version_*")]
     version = max(taken, default=-1) + 1
     while True:
@@ -390,6 +409,24 @@ def _claim_version(experiment_dir: Path) -> int | None:
             return version
         except FileExistsError:
             version += 1
+
+
+def _remove_if_abandoned(run_dir: Path) -> None:
+    """A run killed outright before its first checkpoint (Lightning's launcher SIGKILLs the
+    first process when another ends early) leaves a directory holding its lock alone: an
+    empty row in TensorBoard and compare.py. Removed once the process named in the lock is
+    gone; a lock that names none yet may be a run starting now."""
+    try:
+        if [entry.name for entry in run_dir.iterdir()] != [".lock"]:
+            return
+        holder = (run_dir / ".lock").read_text().split()
+        if len(holder) != 2 or holder[0] != "pid" or not holder[1].isdigit():
+            return
+        os.kill(int(holder[1]), 0)  # raises if no such process
+    except ProcessLookupError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    except OSError:  # unreadable, or a process of another user: left alone
+        return
 
 
 def _data_line(datamodule: IMDBDataModule) -> str:

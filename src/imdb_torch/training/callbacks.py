@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..config import RunConfig
 from ..errors import UserError
@@ -23,6 +24,7 @@ HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 HISTORY_FILE = "history.json"
 RUN_SETTINGS_KEY = "run_settings"
 SAVE_PATH_KEY = "save_path"  # train.py's --save, where the run's best model is copied
+PROCESSES_KEY = "processes"  # how many processes the run trained in (its world size)
 
 
 class EpochHistory(L.Callback):
@@ -118,10 +120,25 @@ class RunSettings(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RUN_SETTINGS_KEY] = asdict(self.run)
+        checkpoint[PROCESSES_KEY] = trainer.world_size
         if self.save_path is not None:
             # Absolute, as the run was started; a symbolic link stays one (atomic_path
             # replaces the link, as it did at the first run's end).
             checkpoint[SAVE_PATH_KEY] = os.path.abspath(self.save_path)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        # Each process takes its share of every global batch: in another number of processes
+        # the batches, and so the run, are other than the uninterrupted one's.
+        trained_in = checkpoint.get(PROCESSES_KEY)
+        if isinstance(trained_in, int) and trained_in != trainer.world_size:
+            rank_zero_warn(
+                f"the run trained in {trained_in} process{'es' if trained_in != 1 else ''} and "
+                f"goes on in {trainer.world_size}: its batches are cut otherwise from now on "
+                "(resume with the --devices, --strategy and --num-nodes it was started with "
+                "to go on as it would have)"
+            )
 
 
 class TrainingDiverged(UserError):
