@@ -49,6 +49,8 @@ def test_summary_table_means_and_deviations():
     assert "| gru | keras | 2 | 11.0 ± 1.4 | 8.0 ± 1.4 | 0.4200 ± 0.0283 |" in table
     assert "| gru | book (Keras) | 1 | | | 0.432 | 0.798 |" in table
     assert "| lstm |" not in table  # an experiment not run has no rows, not even the book's
+    one = summary_table([{**runs[0], "epochs_run": 10, "best_epoch": 7}])
+    assert "| gru | keras | 1 | 10 | 7 | 0.4000 |" in one  # counts as whole numbers
 
 
 def test_the_figures_hold_what_was_run_and_tell_seeds_apart(tmp_path, monkeypatch):
@@ -77,6 +79,13 @@ def test_the_figures_hold_what_was_run_and_tell_seeds_apart(tmp_path, monkeypatc
     )
     labels = bars.axes[0].get_legend_handles_labels()[1]
     assert labels == ["imdb-torch"]  # no entry for Keras, which was not run
+    low, high = bars.axes[0].get_ylim()
+    assert low <= 0.5 and high >= 0.9  # the lesson's range, and every bar in it
+
+    runs = [{**run, "test_acc": 0.45} for run in runs]  # far below the lesson's figures
+    drawn.clear()
+    report.plot_test_accuracy(runs, tmp_path / "test_accuracy.png")
+    assert drawn[0].axes[0].get_ylim()[0] < 0.45
 
 
 def test_parity_table_compares_means_with_keras():

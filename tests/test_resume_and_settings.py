@@ -162,6 +162,21 @@ def test_a_run_is_not_resumed_on_its_reviews_relabelled(tmp_path, tiny_tarball, 
     assert code == 0 and len(history(tmp_path / "lstm" / "version_0")) == 2
 
 
+def test_data_named_anew_for_a_checkpoint_without_a_digest_is_taken_with_a_word(
+    tmp_path, tiny_tarball
+):
+    assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "1")) == 0
+    last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["IMDBDataModule"]["training_reviews"]  # as imdb-torch 0.3 wrote it
+    torch.save(checkpoint, last)
+    moved = shutil.copy(tiny_tarball, tmp_path / "moved.tar.gz")
+    with pytest.warns(UserWarning, match="holds no digest of its training reviews"):
+        code = train_cli.main(["--resume", str(last), "--max-epochs", "2", "--data", str(moved),
+                               "--no-progress"])  # fmt: skip
+    assert code == 0
+
+
 def test_resuming_a_finished_run_says_so(tmp_path, tiny_tarball, capsys):
     assert train_cli.main(flags(tiny_tarball, tmp_path, "--max-epochs", "2")) == 0
     last = tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt"

@@ -83,7 +83,8 @@ def _main(argv: Sequence[str] | None) -> int:
     datamodule = _prepared_data(plan.settings)  # load_data, train_test_split, pad_sequences
     if plan.resumed:  # --data may move; the reviews it holds may not change
         check_vocabulary(plan.resumed.checkpoint, datamodule.words, "resume")
-        check_same_reviews(plan.resumed.checkpoint, datamodule.training_reviews)
+        check_same_reviews(plan.resumed.checkpoint, datamodule.training_reviews,
+                           moved=args.data is not None)  # fmt: skip
     _check_free_space(plan.settings, plan.save_path, plan.logdir)
     version = (version_number(plan.resumed.run_dir) if plan.resumed
                else _claim_version(plan.logdir / plan.name))  # fmt: skip

@@ -7,6 +7,7 @@ read with ``torch.load(weights_only=True)``, which only rebuilds tensors and pla
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -197,13 +198,22 @@ def check_vocabulary(checkpoint: dict[str, Any], words: list[str], doing: str) -
         )
 
 
-def check_same_reviews(checkpoint: dict[str, Any], training_reviews: str) -> None:
+def check_same_reviews(checkpoint: dict[str, Any], training_reviews: str, moved: bool) -> None:
     """Refuse to resume on other training reviews than the run's (other labels, say, under
     the same words): the run would go on learning something else. Checkpoints of 0.3 and
-    before record none, and are not checked."""
+    before record none: data named anew (``moved``, --data given) is then taken with a word."""
     state = checkpoint.get("IMDBDataModule")
     recorded = state.get("training_reviews") if isinstance(state, dict) else None
-    if isinstance(recorded, str) and recorded and recorded != training_reviews:
+    if not recorded:
+        if not moved:
+            return
+        warnings.warn(
+            "the checkpoint (of imdb-torch 0.3 or before) holds no digest of its training "
+            "reviews: only their vocabulary could be checked to be the run's",
+            stacklevel=2,
+        )
+        return
+    if isinstance(recorded, str) and recorded != training_reviews:
         raise UserError(
             "the training reviews of this --data are not the ones the run was trained on "
             "(other reviews or labels, or other settings of the data): resume on the run's data"
