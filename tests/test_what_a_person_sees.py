@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -185,14 +186,21 @@ def test_compare_takes_a_log_directory_and_shows_each_run_once(run, tmp_path, ca
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
     rows = [row for row in rows if row not in ("figure:", "data:")]
     assert len(rows) == 2 and len(set(rows)) == 2, rows
-    # Runs on other reviews are said to be.
+    # The same reviews under another name are the same data; other reviews are said to be.
     hparams = copy / "gru" / "version_0" / "hparams.yaml"
     hparams.write_text(re.sub(r"(?m)^data: .*$", "data: /elsewhere/mine.tar.gz",
                               hparams.read_text()))  # fmt: skip
     assert compare_cli.main([str(logs), str(copy), "--out", out]) == 0
+    (same,) = [line for line in capsys.readouterr().out.splitlines() if "data" in line]
+    assert same == "data: aclImdb_tiny.tar.gz = mine.tar.gz"
+    last = copy / "gru" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["IMDBDataModule"]["source"]["fingerprint"] = "f" * 64  # other reviews
+    torch.save(checkpoint, last)
+    assert compare_cli.main([str(logs), str(copy), "--out", out]) == 0
     (differs,) = [line for line in capsys.readouterr().out.splitlines() if "data" in line]
     assert differs.startswith("data differs: ") and differs.count(" on ") == 2
-    assert " on aclImdb_tiny.tar.gz" in differs and differs.endswith(" on mine.tar.gz")
+    assert " on aclImdb_tiny.tar.gz (" in differs and differs.endswith(" on mine.tar.gz (ffffffff)")
     # A checkpoint of the copied run is that run, as test.py takes it: not the run it names
     # inside (where it was first written), whose test results it would otherwise show.
     copied = next((copy / "gru" / "version_0" / "checkpoints").glob("best-*.ckpt"))

@@ -85,13 +85,16 @@ def table(runs: list[Run]) -> str:
             f"{number(best.get('val_loss')):>9} {number(best.get('val_acc')):>8} "
             f"{test_acc:>9}"
         )
-    # Runs on other data are not comparable figure for figure: say which data each had.
-    data = {item.data for item in runs if item.data is not None}
-    if len(data) == 1:
-        lines.append(f"data: {data.pop()}")
-    elif data:
-        lines.append("data differs: " + "; ".join(f"{item.name} on {item.data or '?'}"
-                                                 for item in runs))  # fmt: skip
+    # Runs on other reviews are not comparable figure for figure: say which data each had.
+    # Told apart by the data's fingerprint where the runs record it, else by its name.
+    keys = {item.data_key or item.data for item in runs if item.data is not None}
+    names = sorted({item.data for item in runs if item.data is not None})
+    if len(keys) == 1:
+        lines.append(f"data: {' = '.join(names)}")
+    elif keys:
+        lines.append("data differs: " + "; ".join(
+            f"{item.name} on {item.data or '?'}"
+            + (f" ({item.data_key[:8]})" if item.data_key else "") for item in runs))  # fmt: skip
     for item in other_epochs:
         lines.append(
             f"* {item.name}: test_acc is epoch {item.tested_epoch()}'s model, not the best "

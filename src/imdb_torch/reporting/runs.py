@@ -43,6 +43,8 @@ class Run:
     test: dict[str, float] | None
     run_dir: Path | None = None  # None: a checkpoint that names no run directory
     data: str | None = None  # the file or folder of the reviews it was trained on, if known
+    # Which reviews, whatever their name: the data's fingerprint (a file's SHA-256), if known.
+    data_key: str | None = None
 
     def best(self) -> dict[str, float] | None:
         return best_epoch(self.history)
@@ -159,7 +161,8 @@ def load_run(path: str | Path) -> Run:
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
         test = _test_of(test_file) if test_file and test_file.is_file() else None
         data = _data_name(checkpoint.get("datamodule_hyper_parameters"))
-        return Run(name, history_in(checkpoint, path), test, run_dir, data)
+        return Run(name, history_in(checkpoint, path), test, run_dir, data,
+                   _fingerprint_in(checkpoint))  # fmt: skip
     if not path.exists():
         raise UserError(f"{path} does not exist")
     if not path.is_dir():
@@ -180,7 +183,23 @@ def load_run(path: str | Path) -> Run:
         _test_of(test_file) if test_file.is_file() else None,
         path,
         _data_name(_settings_in(path / "hparams.yaml")),
+        _fingerprint_in(_last_checkpoint(path)),
     )
+
+
+def _last_checkpoint(run_dir: Path) -> dict | None:
+    try:
+        return read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    except UserError:  # none, or damaged: the run is still worth comparing
+        return None
+
+
+def _fingerprint_in(checkpoint: dict | None) -> str | None:
+    """The fingerprint of the data a checkpoint's run was trained on, if it records one."""
+    state = checkpoint.get("IMDBDataModule") if isinstance(checkpoint, dict) else None
+    source = state.get("source") if isinstance(state, dict) else None
+    fingerprint = source.get("fingerprint") if isinstance(source, dict) else None
+    return fingerprint if isinstance(fingerprint, str) and fingerprint else None
 
 
 def _settings_in(hparams_file: Path) -> dict | None:
