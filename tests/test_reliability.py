@@ -314,20 +314,20 @@ def test_an_interrupted_multi_process_run_is_explained_by_its_first_process_alon
     assert (tmp_path / "lstm" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_a_run_directory_left_with_its_lock_alone_is_removed_once_its_process_is_gone(tmp_path):
+def test_a_run_directory_left_with_its_lock_alone_is_removed_once_no_process_holds_it(tmp_path):
     # As a run SIGKILLed before its first checkpoint leaves it (Lightning's launcher kills the
     # first process of a multi-process run when another ends early).
     from imdb_torch.cli import train as train_module
+    from imdb_torch.fileio import run_lock
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     experiment = tmp_path / "lstm"
-    for version, holder in ((0, f"pid {gone.pid}"), (1, f"pid {os.getpid()}"), (2, "")):
+    for version in range(4):
         (experiment / f"version_{version}").mkdir(parents=True)
-        (experiment / f"version_{version}" / ".lock").write_text(holder)
-    (experiment / "version_3").mkdir()
-    (experiment / "version_3" / ".lock").write_text(f"pid {gone.pid}")
+    (experiment / "version_0" / ".lock").write_text("pid 4242")  # its process is gone
+    (experiment / "version_2" / ".lock").write_text("")  # a run about to take its lock
+    (experiment / "version_3" / ".lock").write_text("pid 4242")
     (experiment / "version_3" / "history.json").write_text("[]")  # more than a lock: kept
-    assert train_module._claim_version(experiment) == 4
+    with run_lock(experiment / "version_1"):  # a run starting now, holding its lock
+        assert train_module._claim_version(experiment) == 4
     kept = sorted(p.name for p in experiment.iterdir())
     assert kept == ["version_1", "version_2", "version_3", "version_4"]

@@ -86,8 +86,10 @@ def table(runs: list[Run]) -> str:
             f"{test_acc:>9}"
         )
     # Runs on other reviews are not comparable figure for figure: say which data each had.
-    # Told apart by the data's fingerprint where the runs record it, else by its name.
-    keys = {item.data_key or item.data for item in runs if item.data is not None}
+    # Told apart by the data's fingerprint where every run records it, else by its name.
+    by_fingerprint = all(item.data_key for item in runs)
+    keys = {item.data_key if by_fingerprint else item.data for item in runs
+            if item.data is not None}  # fmt: skip
     names = sorted({item.data for item in runs if item.data is not None})
     if len(keys) == 1:
         lines.append(f"data: {' = '.join(names)}")

@@ -27,7 +27,7 @@ from ..reporting.runs import (
     run_dir_of,
     version_number,
 )
-from ..training.callbacks import HISTORY_FILE, SAVE_PATH_KEY
+from ..training.callbacks import HISTORY_FILE, PROCESSES_KEY, SAVE_PATH_KEY
 from ..training.checkpoint import (
     checkpoint_file,
     epochs_to_resume_from,
@@ -80,7 +80,8 @@ def resumption(args, given: dict) -> Resumption:
     checkpoint = read_checkpoint(path)
     epochs = epochs_to_resume_from(checkpoint)
     _check_not_behind_last(path, epochs, run_dir)
-    _warn_if_trained_further(run_dir, epochs)
+    if PROCESSES_KEY not in checkpoint:  # written by imdb-torch 0.3 or before
+        _warn_if_trained_further(run_dir, epochs)
     settings = _resumed_settings(checkpoint, given)
     finished = _finished(checkpoint, epochs, settings)
     return Resumption(path, run_dir, checkpoint, settings, epochs, finished)

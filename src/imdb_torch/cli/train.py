@@ -23,6 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from ..config import (
     MIN_NUM_WORDS,
     Settings,
@@ -70,9 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    _end_with_the_process_that_started_this()
+    try:
+        return _run(argv)
+    finally:  # only for the ranks this run starts: not for whatever this process runs next
+        if not int(os.environ.get("LOCAL_RANK") or 0):
+            os.environ.pop(STARTED_BY, None)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     # Everything is checked before any work: flags, paths, then the data, and only then is a
     # run directory made, so a mistake leaves nothing behind.
-    _end_with_the_process_that_started_this()
     args = build_train_parser().parse_args(argv)
     hardware = hardware_from_flags(args)
     quiet_lightning()
@@ -84,7 +97,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if plan.resumed:  # --data may move; the reviews it holds may not change
         check_vocabulary(plan.resumed.checkpoint, datamodule.words, "resume")
         check_same_reviews(plan.resumed.checkpoint, datamodule.training_reviews,
-                           moved=args.data is not None)  # fmt: skip
+                           moved="data" in given_settings(args))  # fmt: skip
     _check_free_space(plan.settings, plan.save_path, plan.logdir)
     version = (version_number(plan.resumed.run_dir) if plan.resumed
                else _claim_version(plan.logdir / plan.name))  # fmt: skip
@@ -156,6 +169,7 @@ def _train(args, plan: _Plan, version: int | None, datamodule, hardware) -> int:
                 if not session.trainer.interrupted:
                     raise
                 if session.trainer.is_global_zero:  # the run's directory is the first process's
+                    _forget_ended_ranks(session)
                     last = run_dir / "checkpoints" / "last.ckpt"
                     _explain_interrupt(last, session.checkpoint.best_model_path,
                                        plan.save_path, _hardware_argv(args))  # fmt: skip
@@ -218,6 +232,15 @@ def _end_with_the_process_that_started_this() -> None:
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _forget_ended_ranks(session: Session) -> None:
+    """After an interrupt Lightning has killed the other ranks; its launcher's observer, which
+    watches the same list, would take their status for a failure and SIGKILL this process
+    before it has said how to resume. The list emptied, the observer has nothing to judge."""
+    launcher = session.trainer.strategy.launcher
+    if isinstance(getattr(launcher, "procs", None), list):
+        launcher.procs.clear()
 
 
 def _end_other_ranks(session: Session | None) -> None:
@@ -415,19 +438,22 @@ def _claim_version(experiment_dir: Path) -> int | None:
 def _remove_if_abandoned(run_dir: Path) -> None:
     """A run killed outright before its first checkpoint (Lightning's launcher SIGKILLs the
     first process when another ends early) leaves a directory holding its lock alone: an
-    empty row in TensorBoard and compare.py. Removed once the process named in the lock is
-    gone; a lock that names none yet may be a run starting now."""
+    empty row in TensorBoard and compare.py. Removed once no process holds the lock; a lock
+    that names no process yet may be a run starting now."""
+    if fcntl is None:  # no flock (Windows): nothing can tell a dead run from a live one
+        return
     try:
         if [entry.name for entry in run_dir.iterdir()] != [".lock"]:
             return
-        holder = (run_dir / ".lock").read_text().split()
-        if len(holder) != 2 or holder[0] != "pid" or not holder[1].isdigit():
-            return
-        os.kill(int(holder[1]), 0)  # raises if no such process
-    except ProcessLookupError:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    except OSError:  # unreadable, or a process of another user: left alone
+        with open(run_dir / ".lock") as lock:
+            if not lock.read().startswith("pid "):
+                return  # a run between opening its lock and taking it
+            # Free: no process holds it, on this machine or another (the kernel's, or the
+            # file server's, lock; a pid would mean nothing on another machine).
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (BlockingIOError), or unreadable: left alone
         return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _data_line(datamodule: IMDBDataModule) -> str:

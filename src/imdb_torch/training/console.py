@@ -26,12 +26,13 @@ class EpochProgressBar(TQDMProgressBar):
 
     Shorter than Lightning's, so that the line a finished epoch leaves fits 80 columns with
     all its figures: no rate, the time left and the bar only while the epoch runs (a full bar
-    says nothing), the time taken in seconds as Keras gives it (``Epoch 12/100: 313/313 5s,
-    loss=0.689, acc=0.583, val_loss=0.689, val_acc=0.583``).
+    says nothing), the time taken in seconds as Keras gives it (``Epoch 12/100: 313/313,
+    loss=0.689, acc=0.583, val_loss=0.689, val_acc=0.583 5s``).
     """
 
     BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} {bar} {elapsed}<{remaining}{postfix}"
-    FINISHED_FORMAT = "{desc} {n_fmt}/{total_fmt} {elapsed_s:.0f}s{postfix}"
+    # The seconds last: where a line is too long, tqdm cuts them rather than a figure.
+    FINISHED_FORMAT = "{desc} {n_fmt}/{total_fmt}{postfix} {elapsed_s:.0f}s"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
