@@ -236,3 +236,15 @@ def test_a_run_resumed_in_another_number_of_processes_is_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # as many as before: not a word
         callback.on_load_checkpoint(SimpleNamespace(world_size=2), None, checkpoint)
+
+
+def test_the_ranks_variable_goes_with_the_run(monkeypatch, capsys):
+    # Left behind, a torchrun started later from this process would hand it to its ranks,
+    # which would take it for their parent's pid.
+    from imdb_torch.cli import train as train_cli
+
+    monkeypatch.delenv("IMDB_TORCH_STARTED_BY", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(SystemExit):  # refused by the parser: a run that starts and ends
+        train_cli.main(["--max-epochs", "0"])
+    assert "IMDB_TORCH_STARTED_BY" not in os.environ
