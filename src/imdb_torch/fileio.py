@@ -78,6 +78,26 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         handle.close()
 
 
+def abandoned(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds only the lock of a run that has gone (``run_lock`` free
+    though it names a process): what a run killed outright before writing anything leaves.
+    Told by the lock itself, the kernel's or the file server's, not by a pid, which would
+    mean nothing on another machine; never on Windows, which has no such lock."""
+    run_dir = Path(run_dir)
+    if fcntl is None:
+        return False
+    try:
+        if [entry.name for entry in run_dir.iterdir()] != [".lock"]:
+            return False
+        with open(run_dir / ".lock") as lock:
+            if not lock.read().startswith("pid "):
+                return False  # a run between opening its lock and taking it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (BlockingIOError), or unreadable
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.

@@ -342,9 +342,14 @@ _STOPPED_BY_SIGTERM: list[bool] = []  # set once SIGTERM, rather than Ctrl-C, st
 STARTED_BY = "IMDB_TORCH_STARTED_BY"  # in a rank train.py started: that train.py's pid
 
 
+def local_rank() -> int:
+    """This process's rank on its machine: 0 but in a rank a launcher started."""
+    return int(os.environ.get("LOCAL_RANK") or 0)
+
+
 def started_by_train_py() -> bool:
     """Whether this process is a rank that train.py started through Lightning's launcher."""
-    return int(os.environ.get("LOCAL_RANK") or 0) > 0 and bool(os.environ.get(STARTED_BY))
+    return local_rank() > 0 and bool(os.environ.get(STARTED_BY))
 
 
 def interrupted_status(trainer: L.Trainer | None = None) -> int:

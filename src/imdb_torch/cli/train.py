@@ -23,11 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 from ..config import (
     MIN_NUM_WORDS,
     Settings,
@@ -36,10 +31,16 @@ from ..config import (
 from ..data.datamodule import IMDBDataModule
 from ..data.text import INDEX_FROM
 from ..errors import UserError
-from ..fileio import atomic_path, nearest_existing, remove_stale_temporaries, run_lock
+from ..fileio import (
+    abandoned,
+    atomic_path,
+    nearest_existing,
+    remove_stale_temporaries,
+    run_lock,
+)
 from ..model.keras_compat import keras_parameter_count
 from ..reporting.plots import plot_losses
-from ..reporting.runs import TEST_FILE, load_run, version_number
+from ..reporting.runs import TEST_FILE, Run, test_result_in, version_number
 from ..training.checkpoint import (
     check_same_reviews,
     check_vocabulary,
@@ -56,6 +57,7 @@ from .common import (
     check_writable,
     hardware_from_flags,
     interrupted_status,
+    local_rank,
     output_has_no_room,
     quiet_lightning,
     run,
@@ -79,7 +81,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(argv)
     finally:  # only for the ranks this run starts: not for whatever this process runs next
-        if not int(os.environ.get("LOCAL_RANK") or 0):
+        if not local_rank():
             os.environ.pop(STARTED_BY, None)
 
 
@@ -87,9 +89,10 @@ def _run(argv: Sequence[str] | None) -> int:
     # Everything is checked before any work: flags, paths, then the data, and only then is a
     # run directory made, so a mistake leaves nothing behind.
     args = build_train_parser().parse_args(argv)
+    given = given_settings(args)
     hardware = hardware_from_flags(args)
     quiet_lightning()
-    plan = _resumed_run(args) if args.resume else _new_run(args)
+    plan = _resumed_run(args, given) if args.resume else _new_run(args, given)
     if plan is None:
         return 0  # --resume of a run that had finished: nothing to train
     check_precision(plan.settings, hardware)
@@ -97,7 +100,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if plan.resumed:  # --data may move; the reviews it holds may not change
         check_vocabulary(plan.resumed.checkpoint, datamodule.words, "resume")
         check_same_reviews(plan.resumed.checkpoint, datamodule.training_reviews,
-                           moved="data" in given_settings(args))  # fmt: skip
+                           moved="data" in given)  # fmt: skip
     _check_free_space(plan.settings, plan.save_path, plan.logdir)
     version = (version_number(plan.resumed.run_dir) if plan.resumed
                else _claim_version(plan.logdir / plan.name))  # fmt: skip
@@ -115,10 +118,10 @@ class _Plan:
     resumed: Resumption | None = None
 
 
-def _new_run(args) -> _Plan:
+def _new_run(args, given: dict) -> _Plan:
     settings = args.settings  # resolved and checked as the flags were parsed
     if _main_process():  # the other processes of a multi-process run say nothing
-        _warn_of_flags_without_effect(given_settings(args), settings)
+        _warn_of_flags_without_effect(given, settings)
     name = _checked_name(args.name or experiment_name(settings.model))
     logdir = _checked_logdir(args.logdir)
     save_path = _checked_save_path(args.save if args.save is not None else DEFAULT_SAVE)
@@ -126,9 +129,9 @@ def _new_run(args) -> _Plan:
     return _Plan(settings, name, logdir, save_path)
 
 
-def _resumed_run(args) -> _Plan | None:
+def _resumed_run(args, given: dict) -> _Plan | None:
     """The run ``--resume`` names, checked (cli/resume.py); ``None`` if it had finished."""
-    resumed = resumption(args, given_settings(args))
+    resumed = resumption(args, given)
     run_dir = resumed.run_dir
     # Where the run was started to copy its best model, unless --save names another place.
     save_path = _checked_save_path(args.save if args.save is not None else resumed.recorded_save())
@@ -217,7 +220,7 @@ def _end_with_the_process_that_started_this() -> None:
     itself; they would wait to meet it for ever, in C++ code that no signal but SIGKILL
     reaches. (Not in a process that torchrun, srun or a shell started: their own launchers
     end their ranks, and a shell that exits must not take a node's training with it.)"""
-    if not int(os.environ.get("LOCAL_RANK") or 0):
+    if not local_rank():
         # Where Lightning's launcher runs, on each machine: the ranks it starts inherit this.
         os.environ[STARTED_BY] = str(os.getpid())
         return
@@ -234,19 +237,24 @@ def _end_with_the_process_that_started_this() -> None:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def _ranks_started(session: Session | None) -> list:
+    """The other processes of a multi-process run that this process started: the list
+    Lightning's launcher keeps (empty where it started none)."""
+    launcher = session.trainer.strategy.launcher if session is not None else None
+    procs = getattr(launcher, "procs", None)
+    return procs if isinstance(procs, list) else []
+
+
 def _forget_ended_ranks(session: Session) -> None:
     """After an interrupt Lightning has killed the other ranks; its launcher's observer, which
     watches the same list, would take their status for a failure and SIGKILL this process
     before it has said how to resume. The list emptied, the observer has nothing to judge."""
-    launcher = session.trainer.strategy.launcher
-    if isinstance(getattr(launcher, "procs", None), list):
-        launcher.procs.clear()
+    _ranks_started(session).clear()
 
 
 def _end_other_ranks(session: Session | None) -> None:
     """Kill the other processes of a multi-process run that this process started."""
-    launcher = session.trainer.strategy.launcher if session is not None else None
-    for process in getattr(launcher, "procs", []):
+    for process in _ranks_started(session):
         process.kill()
 
 
@@ -424,7 +432,11 @@ def _claim_version(experiment_dir: Path) -> int | None:
         return None
     experiment_dir.mkdir(parents=True, exist_ok=True)
     for run_dir in experiment_dir.glob("version_*"):
-        _remove_if_abandoned(run_dir)
+        # A run killed outright before its first checkpoint (Lightning's launcher SIGKILLs
+        # the first process when another ends early) leaves its lock alone: an empty row in
+        # TensorBoard and compare.py.
+        if abandoned(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
     taken = [version_number(run) for run in experiment_dir.glob("version_*")]
     version = max(taken, default=-1) + 1
     while True:
@@ -433,27 +445,6 @@ def _claim_version(experiment_dir: Path) -> int | None:
             return version
         except FileExistsError:
             version += 1
-
-
-def _remove_if_abandoned(run_dir: Path) -> None:
-    """A run killed outright before its first checkpoint (Lightning's launcher SIGKILLs the
-    first process when another ends early) leaves a directory holding its lock alone: an
-    empty row in TensorBoard and compare.py. Removed once no process holds the lock; a lock
-    that names no process yet may be a run starting now."""
-    if fcntl is None:  # no flock (Windows): nothing can tell a dead run from a live one
-        return
-    try:
-        if [entry.name for entry in run_dir.iterdir()] != [".lock"]:
-            return
-        with open(run_dir / ".lock") as lock:
-            if not lock.read().startswith("pid "):
-                return  # a run between opening its lock and taking it
-            # Free: no process holds it, on this machine or another (the kernel's, or the
-            # file server's, lock; a pid would mean nothing on another machine).
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held (BlockingIOError), or unreadable: left alone
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _data_line(datamodule: IMDBDataModule) -> str:
@@ -497,7 +488,8 @@ def _finish(session: Session, save_path: Path, name: str) -> int:
     print(f"loss plot:   {shown(plot)}")
     test = f"{command_for('test')} --ckpt {shlex.quote(str(shown(save_path)))}"
     print(f"test it:     {test}  (the lesson's model.evaluate on the test reviews)")
-    tested = load_run(log_dir).tested_epoch()  # after --resume, test.py may have run before
+    # After --resume, test.py may have measured an earlier epoch than the best.
+    tested = Run(name, history.epochs, test_result_in(log_dir)).tested_epoch()
     if tested is not None:
         print(f"             (the run's {TEST_FILE} is of epoch {tested}'s model, not the best)")
     logdir = shlex.quote(str(shown(Path(session.trainer.logger.save_dir))))  # ready to paste

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,6 @@ class IMDBDataModule(L.LightningDataModule):
         self.words: list[str] = []
         self.source: DataSource | None = None
         self.train_set = self.val_set = self.test_set = None
-        self.training_reviews = ""  # a digest of the training and validation sets (setup)
         self._uncached: Corpus | None = None  # built by prepare_data, where no cache took it
 
     @classmethod
@@ -171,12 +171,17 @@ class IMDBDataModule(L.LightningDataModule):
         self.train_set = PaddedReviews(train_tokens[train_idx], corpus.train_labels[train_idx])
         self.val_set = PaddedReviews(train_tokens[val_idx], corpus.train_labels[val_idx])
         self.test_set = PaddedReviews(padded(corpus.test), corpus.test_labels)
-        # What a run learns from, tokens and labels: a resumed run must go on with the same.
+
+    @cached_property
+    def training_reviews(self) -> str:
+        """A digest of what a run learns from, tokens and labels (after ``setup``): a resumed
+        run must go on with the same. Made when first asked for, by a checkpoint or a resume:
+        test.py and predict.py never need it."""
         digest = hashlib.sha256()
         for reviews in (self.train_set, self.val_set):
             digest.update(reviews.tokens.numpy())  # their memory, not a copy
             digest.update(reviews.labels.numpy())
-        self.training_reviews = digest.hexdigest()
+        return digest.hexdigest()
 
     def _loader(
         self, dataset: PaddedReviews, batch_size: int, shuffle: bool

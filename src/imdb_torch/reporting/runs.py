@@ -157,9 +157,8 @@ def load_run(path: str | Path) -> Run:
             raise UserError(f"{path} is neither a checkpoint nor a run directory")
         checkpoint = read_checkpoint(path)
         run_dir = own_run_dir(checkpoint, path)
-        test_file = run_dir / TEST_FILE if run_dir else None
         name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir else path.stem
-        test = _test_of(test_file) if test_file and test_file.is_file() else None
+        test = test_result_in(run_dir) if run_dir else None
         data = _data_name(checkpoint.get("datamodule_hyper_parameters"))
         return Run(name, history_in(checkpoint, path), test, run_dir, data,
                    _fingerprint_in(checkpoint))  # fmt: skip
@@ -176,11 +175,10 @@ def load_run(path: str | Path) -> Run:
         if not versions:
             raise UserError(f"{path} holds no {HISTORY_FILE}: not a run directory of train.py")
         path = versions[-1]
-    test_file = path / TEST_FILE
     return Run(
         f"{path.parent.name}/{path.name}",
         checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE),
-        _test_of(test_file) if test_file.is_file() else None,
+        test_result_in(path),
         path,
         _data_name(_settings_in(path / "hparams.yaml")),
         _fingerprint_in(_last_checkpoint(path)),
@@ -274,7 +272,11 @@ def _label_apart(runs: list[Run]) -> None:
                 run.name = "/".join(run.run_dir.resolve().parts[-depth:])
 
 
-def _test_of(test_file: Path) -> dict | None:
+def test_result_in(run_dir: Path) -> dict | None:
+    """The test result test.py left in ``run_dir``, if any and readable."""
+    test_file = run_dir / TEST_FILE
+    if not test_file.is_file():
+        return None
     try:
         record = read_json(test_file)
     except UserError as exc:  # the run is still worth comparing without it
