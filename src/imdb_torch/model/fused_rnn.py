@@ -179,15 +179,18 @@ def _weight_gradient(d_gates: torch.Tensor, h_all: torch.Tensor, reverse: bool) 
     return d_gates.reshape(d_gates.shape[0], -1) @ h_prev.reshape(h_prev.shape[0], -1).t()
 
 
-# The Functions take and return tensors in the kernel's layout: [features, T, B].
+# The Functions take and return tensors in the kernel's layouts (csrc/recurrence.cpp): the
+# input projections gx and the outputs h_all [features, T, B]; the LSTM's cell states c_all,
+# which only the kernel reads back, time-major [T, features, B].
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gx, w_hh, reverse: bool):
         gx, w_hh = gx.contiguous(), w_hh.detach().contiguous()
         gates, steps, batch = gx.shape
         hidden = gates // 4
-        h_all, c_all, tanh_c = (gx.new_empty(hidden, steps, batch) for _ in range(3))
-        act = torch.empty_like(gx)
+        h_all = gx.new_empty(hidden, steps, batch)
+        c_all, tanh_c = gx.new_empty(steps, hidden, batch), gx.new_empty(steps, hidden, batch)
+        act = gx.new_empty(steps, gates, batch)
         ctx.threads = _threads(batch, steps, hidden)
         load_kernel().lstm_forward(
             batch, steps, hidden, _ptr(gx), _ptr(w_hh), reverse, ctx.threads,
@@ -201,11 +204,11 @@ class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh_all, dc_all):
         w_hh, h_all, c_all, tanh_c, act = ctx.saved_tensors
-        gates, steps, batch = act.shape
+        steps, gates, batch = act.shape
         # Kept in names: the kernel reads their memory.
         dh_all = None if dh_all is None else dh_all.contiguous()
         dc_all = None if dc_all is None else dc_all.contiguous()
-        dgx = torch.empty_like(act)
+        dgx = act.new_empty(gates, steps, batch)
         load_kernel().lstm_backward(
             batch, steps, gates // 4, _ptr(w_hh), _ptr(c_all), _ptr(tanh_c), _ptr(act),
             _ptr(dh_all), _ptr(dc_all), ctx.reverse, ctx.threads, _ptr(dgx),
@@ -221,8 +224,8 @@ class _GRURecurrence(torch.autograd.Function):
         w_hh, b_hh = w_hh.detach().contiguous(), b_hh.detach().contiguous()
         gates, steps, batch = gx.shape
         hidden = gates // 3
-        h_all, ghn = gx.new_empty(hidden, steps, batch), gx.new_empty(hidden, steps, batch)
-        act = torch.empty_like(gx)
+        h_all, ghn = gx.new_empty(hidden, steps, batch), gx.new_empty(steps, hidden, batch)
+        act = gx.new_empty(steps, gates, batch)
         ctx.threads = _threads(batch, steps, hidden)
         load_kernel().gru_forward(
             batch, steps, hidden, _ptr(gx), _ptr(w_hh), _ptr(b_hh), reverse, ctx.threads,
@@ -238,9 +241,9 @@ class _GRURecurrence(torch.autograd.Function):
         if dh_all is None:
             return None, None, None, None
         w_hh, h_all, ghn, act = ctx.saved_tensors
-        gates, steps, batch = act.shape
+        steps, gates, batch = act.shape
         dh_all = dh_all.contiguous()  # kept in a name: the kernel reads its memory
-        dgx, dgh = torch.empty_like(act), torch.empty_like(act)
+        dgx, dgh = act.new_empty(gates, steps, batch), act.new_empty(gates, steps, batch)
         load_kernel().gru_backward(
             batch, steps, gates // 3, _ptr(w_hh), _ptr(h_all), _ptr(ghn), _ptr(act),
             _ptr(dh_all), ctx.reverse, ctx.threads, _ptr(dgx), _ptr(dgh),
@@ -304,7 +307,7 @@ def run_fused_feature_major(rnn: nn.LSTM | nn.GRU, seq: torch.Tensor):
         if is_lstm:
             gx = torch.addmm((b_ih + b_hh).unsqueeze(-1), w_ih, flat)
             h_all, c_all = _LSTMRecurrence.apply(gx.view(-1, steps, batch), w_hh, reverse)
-            cells.append(c_all[:, last].t())
+            cells.append(c_all[last].t())
         else:
             gx = torch.addmm(b_ih.unsqueeze(-1), w_ih, flat)
             h_all = _GRURecurrence.apply(gx.view(-1, steps, batch), w_hh, b_hh, reverse)

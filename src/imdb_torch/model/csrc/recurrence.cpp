@@ -7,13 +7,21 @@
 // GRU has no fused CPU kernel at all. Here the input projection W_ih·x + b and the weight
 // gradients stay large matrix products in PyTorch; this file runs only the recurrence.
 //
-// Layouts (float32, C-contiguous, feature-major with the batch innermost: every loop below runs
-// over contiguous batch columns and vectorises whatever the number of units, and a layer's
-// input projection W_ih · x is one matrix product of W_ih with x seen as [features, T·B]):
-//   gx, act, dgx   [G, T, B]  input projections / activated gates / their gradients,
+// Layouts (float32, C-contiguous, with the batch innermost: every loop below runs over
+// contiguous batch columns and vectorises whatever the number of units). What PyTorch's matrix
+// products read or write is feature-major, so that a layer's input projection W_ih · x is one
+// matrix product of W_ih with x seen as [features, T·B]:
+//   gx, dgx, dgh   [G, T, B]  input projections / their gradients,
 //                             G = 4H (LSTM: i, f, g, o) or 3H (GRU: r, z, n)
-//   h_all, ...     [H, T, B]  hidden state after each step (the layer's output), ...
+//   h_all, dh_all  [H, T, B]  hidden state after each step (the layer's output), its gradient
 //   w_hh           [G, H]     recurrent weights as nn.LSTM / nn.GRU hold them
+// What only the kernel reads back is time-major, so that each step writes, and its backward
+// reads, one contiguous block rather than a row in every feature's plane (measured inside a
+// training step of the lesson's LSTM: a fifth less time in each call):
+//   act            [T, G, B]  activated gates
+//   c_all, tanh_c  [T, H, B]  LSTM: cell state after each step (also the c_n PyTorch returns
+//                             and the gradient dc_all), and its tanh
+//   ghn            [T, H, B]  GRU: W_hn · h + b_hn
 // Batch columns are independent, so threads split them and share nothing.
 // `reverse` runs t = T-1 .. 0 (the backward direction of a bidirectional layer).
 // Plain C++17 with no PyTorch headers: it compiles in about a second.
@@ -179,7 +187,7 @@ void lstm_forward(int64_t B, int64_t T, int64_t H, const float* gx, const float*
     std::vector<float> h(H * n, 0.0f), c(H * n, 0.0f), pre(n);
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = time_index(s, T, reverse);
-      auto gate = [&](int64_t j) { return act + (j * T + t) * B + b0; };
+      auto gate = [&](int64_t j) { return act + (t * G + j) * B + b0; };
       for (int64_t j = 0; j < G; ++j) {
         matvec_columns(n, H, pre.data(), gx + (j * T + t) * B + b0, w_hh + j * H, h.data());
         if (j >= 2 * H && j < 3 * H) {
@@ -189,9 +197,9 @@ void lstm_forward(int64_t B, int64_t T, int64_t H, const float* gx, const float*
         }
       }
       for (int64_t k = 0; k < H; ++k) {
-        const int64_t at = (k * T + t) * B + b0;
+        const int64_t at = (k * T + t) * B + b0, saved = (t * H + k) * B + b0;
         lstm_cell(n, gate(k), gate(H + k), gate(2 * H + k), gate(3 * H + k), c.data() + k * n,
-                  h.data() + k * n, c_all + at, tanh_c + at, h_all + at);
+                  h.data() + k * n, c_all + saved, tanh_c + saved, h_all + at);
       }
     }
   });
@@ -210,13 +218,13 @@ void lstm_backward(int64_t B, int64_t T, int64_t H, const float* w_hh, const flo
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = time_index(s, T, reverse);
       const int64_t before = s > 0 ? time_index(s - 1, T, reverse) : -1;
-      auto gate = [&](int64_t j) { return act + (j * T + t) * B + b0; };
+      auto gate = [&](int64_t j) { return act + (t * G + j) * B + b0; };
       auto d_gate = [&](int64_t j) { return dgx + (j * T + t) * B + b0; };
       for (int64_t k = 0; k < H; ++k) {
-        const int64_t at = (k * T + t) * B + b0;
-        lstm_cell_grad(n, gate(k), gate(H + k), gate(2 * H + k), gate(3 * H + k), tanh_c + at,
-                       before >= 0 ? c_all + (k * T + before) * B + b0 : zeros.data(),
-                       dh_all ? dh_all + at : zeros.data(), dc_all ? dc_all + at : zeros.data(),
+        const int64_t at = (k * T + t) * B + b0, saved = (t * H + k) * B + b0;
+        lstm_cell_grad(n, gate(k), gate(H + k), gate(2 * H + k), gate(3 * H + k), tanh_c + saved,
+                       before >= 0 ? c_all + (before * H + k) * B + b0 : zeros.data(),
+                       dh_all ? dh_all + at : zeros.data(), dc_all ? dc_all + saved : zeros.data(),
                        dh.data() + k * n, dc.data() + k * n, d_gate(k), d_gate(H + k),
                        d_gate(2 * H + k), d_gate(3 * H + k));
       }
@@ -231,7 +239,7 @@ void lstm_backward(int64_t B, int64_t T, int64_t H, const float* w_hh, const flo
 
 // nn.GRU's formulation (Keras's reset_after=True): r, z = σ(gx + W_hh·h + b_hh) for their
 // rows; n = tanh(gx_n + r ⊙ (W_hn·h + b_hn)); h' = (1 - z) ⊙ n + z ⊙ h. Saves the activated
-// gates (act [3H, T, B]) and W_hn·h + b_hn (ghn [H, T, B]).
+// gates (act [T, 3H, B]) and W_hn·h + b_hn (ghn [T, H, B]).
 void gru_forward(int64_t B, int64_t T, int64_t H, const float* gx, const float* w_hh,
                  const float* b_hh, int reverse, int threads, float* h_all, float* ghn,
                  float* act) {
@@ -241,21 +249,21 @@ void gru_forward(int64_t B, int64_t T, int64_t H, const float* gx, const float* 
     std::vector<float> h(H * n, 0.0f), pre(n), zeros(n, 0.0f);
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = time_index(s, T, reverse);
-      auto gate = [&](int64_t j) { return act + (j * T + t) * B + b0; };
+      auto gate = [&](int64_t j) { return act + (t * G + j) * B + b0; };
       for (int64_t j = 0; j < 2 * H; ++j) {
         matvec_columns(n, H, pre.data(), gx + (j * T + t) * B + b0, w_hh + j * H, h.data());
         apply_sigmoid(n, gate(j), pre.data(), b_hh[j]);
       }
       // W_hn·h + b_hn needs all of the old state, so all of it is computed before h changes.
       for (int64_t k = 0; k < H; ++k) {
-        float* gn = ghn + (k * T + t) * B + b0;
+        float* gn = ghn + (t * H + k) * B + b0;
         matvec_columns(n, H, gn, zeros.data(), w_hh + (2 * H + k) * H, h.data());
         for (int64_t q = 0; q < n; ++q) gn[q] += b_hh[2 * H + k];
       }
       for (int64_t k = 0; k < H; ++k) {
         const int64_t at = (k * T + t) * B + b0;
-        gru_cell(n, gate(k), gate(H + k), gx + ((2 * H + k) * T + t) * B + b0, ghn + at,
-                 gate(2 * H + k), h.data() + k * n, h_all + at);
+        gru_cell(n, gate(k), gate(H + k), gx + ((2 * H + k) * T + t) * B + b0,
+                 ghn + (t * H + k) * B + b0, gate(2 * H + k), h.data() + k * n, h_all + at);
       }
     }
   });
@@ -274,10 +282,11 @@ void gru_backward(int64_t B, int64_t T, int64_t H, const float* w_hh, const floa
       const int64_t t = time_index(s, T, reverse);
       const int64_t before = s > 0 ? time_index(s - 1, T, reverse) : -1;
       auto at_gate = [&](int64_t j) { return (j * T + t) * B + b0; };
+      auto gate = [&](int64_t j) { return act + (t * G + j) * B + b0; };
       for (int64_t k = 0; k < H; ++k) {
         const int64_t at = (k * T + t) * B + b0;
-        gru_cell_grad(n, act + at_gate(k), act + at_gate(H + k), act + at_gate(2 * H + k),
-                      ghn + at, before >= 0 ? h_all + (k * T + before) * B + b0 : zeros.data(),
+        gru_cell_grad(n, gate(k), gate(H + k), gate(2 * H + k), ghn + (t * H + k) * B + b0,
+                      before >= 0 ? h_all + (k * T + before) * B + b0 : zeros.data(),
                       dh_all + at, dh.data() + k * n, dgx + at_gate(k), dgx + at_gate(H + k),
                       dgx + at_gate(2 * H + k), dgh + at_gate(k), dgh + at_gate(H + k),
                       dgh + at_gate(2 * H + k));
