@@ -58,18 +58,39 @@ def test_fused_handles_one_step_and_one_row(arch):
             torch.testing.assert_close(fused, plain, **TOLERANCE)
 
 
-def test_fused_kernel_uses_both_threads_the_same_way():
-    rnn = nn.GRU(4, 6, batch_first=True)
-    x = torch.randn(64, 20, 4)
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one, _ = run_fused(rnn, x)
-        torch.set_num_threads(2)
-        two, _ = run_fused(rnn, x)
-    finally:
-        torch.set_num_threads(previous)
-    assert torch.equal(one, two)  # batch columns are independent: no reduction order changes
+@pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_fused_kernel_split_between_threads_equals_module(arch, threads, monkeypatch):
+    # The kernel splits batch columns between threads only for large calls (evaluation's
+    # batches): forced here, on batches that no thread's share of whole vectors divides.
+    monkeypatch.setattr(fused_rnn, "_threads", lambda batch, steps, hidden: threads)
+    torch.manual_seed(0)
+    rnn = arch(6, 5, batch_first=True, bidirectional=True)
+    for param in rnn.parameters():
+        nn.init.uniform_(param, -0.4, 0.4)
+    for batch in (20, 37, 70):
+        x = torch.randn(batch, 9, 6)
+        plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
+        fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
+        for fused, plain in zip(
+            fused_out + list(fused_grads), plain_out + list(plain_grads), strict=True
+        ):
+            torch.testing.assert_close(fused, plain, **TOLERANCE)
+
+
+def test_a_loss_on_the_final_cell_state_alone_reaches_the_inputs_and_weights():
+    # Only c_n is used: the kernel's backward gets a cell-state gradient and no hidden one.
+    torch.manual_seed(0)
+    rnn = nn.LSTM(6, 5, batch_first=True)
+    x = torch.randn(7, 13, 6)
+
+    def gradients(run):
+        inputs = x.clone().requires_grad_()
+        _, (_, c_n) = run(rnn, inputs)
+        return torch.autograd.grad((c_n * torch.arange(5.0)).sum(), [inputs, *rnn.parameters()])
+
+    for fused, plain in zip(gradients(run_fused), gradients(lambda m, v: m(v)), strict=True):
+        torch.testing.assert_close(fused, plain, **TOLERANCE)
 
 
 def _model_pair(**kwargs):

@@ -292,7 +292,7 @@ def _input_covered(x) -> bool:
 
 
 def run_fused_feature_major(rnn: nn.LSTM | nn.GRU, seq: torch.Tensor):
-    """``rnn`` over ``seq`` laid out [features, T, B], the kernel's own layout, in which each
+    """``rnn`` over ``seq`` laid out [features, T, B], the kernel's input layout, in which each
     input projection is one matrix product and stacked layers pass their outputs on without
     copies. ``seq`` may be a view, e.g. the embedding of the transposed tokens permuted.
     Returns the output [D·H, T, B] and the final states as ``rnn`` returns them."""

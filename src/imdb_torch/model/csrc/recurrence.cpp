@@ -17,7 +17,7 @@
 //   w_hh           [G, H]     recurrent weights as nn.LSTM / nn.GRU hold them
 // What only the kernel reads back is time-major, so that each step writes, and its backward
 // reads, one contiguous block rather than a row in every feature's plane (measured inside a
-// training step of the lesson's LSTM: a fifth less time in each call):
+// training step of the lesson's LSTM: a fifth less time forward, a tenth to a fifth backward):
 //   act            [T, G, B]  activated gates
 //   c_all, tanh_c  [T, H, B]  LSTM: cell state after each step (also the c_n PyTorch returns
 //                             and the gradient dc_all), and its tanh
