@@ -88,6 +88,30 @@ def test_reviews_of_ones_own_in_aclimdbs_layout_are_read_whatever_their_names(tm
     assert len(corpus.train) == 5 and "battery" in corpus.words
 
 
+def test_a_review_appended_again_to_an_archive_replaces_the_first(tmp_path):
+    import tarfile
+
+    from imdb_torch.data.imdb_archive import read_reviews
+
+    def add(tar, name, text):
+        member = tarfile.TarInfo(name)
+        member.size = len(text.encode())
+        tar.addfile(member, io.BytesIO(text.encode()))
+
+    reviews = make_reviews(per_folder=3)
+    archive = tmp_path / "reviews.tar"  # uncompressed, as tar -r needs
+    with tarfile.open(archive, "w") as tar:
+        for name, text in reviews.items():
+            add(tar, name, text)
+    name = next(name for name in reviews if "/train/pos/" in name)
+    rewritten = "rewritten: a much better film than I first said"
+    with tarfile.open(archive, "a") as tar:  # what `tar -rf reviews.tar <name>` does
+        add(tar, name, rewritten)
+    texts = [r.text for r in read_reviews(archive)["train"]]
+    assert len(texts) == sum("/train/pos/" in n or "/train/neg/" in n for n in reviews)  # once
+    assert rewritten in texts and reviews[name] not in texts  # the later copy, as tar -x
+
+
 def test_review_files_that_are_not_utf8_are_read_with_a_warning(tmp_path):
     from imdb_torch.data.imdb_archive import read_reviews
 

@@ -110,10 +110,15 @@ def _from_directory(path: Path) -> Iterator[Review]:
 def read_reviews(path: Path) -> dict[str, list[Review]]:
     """Labelled train and test reviews, each split in a fixed order (``Review.sort_key``)."""
     source = _from_directory(path) if path.is_dir() else _from_archive(path)
-    splits: dict[str, list[Review]] = {"train": [], "test": []}
+    found: dict[tuple[str, int, str], Review] = {}
     for review in tqdm(
         source, desc=f"reading {path.name}", unit=" reviews", leave=False, disable=None
     ):
+        # A file met again replaces the first, as unpacking the archive would: an archive
+        # appended to (tar -r) holds both copies.
+        found[review.split, review.label, review.name] = review
+    splits: dict[str, list[Review]] = {"train": [], "test": []}
+    for review in found.values():
         splits[review.split].append(review)
     not_text = [r for reviews in splits.values() for r in reviews if not r.utf8]
     if not_text:  # aclImdb's files are all UTF-8: another encoding, or not text at all
