@@ -261,9 +261,9 @@ void gru_forward(int64_t B, int64_t T, int64_t H, const float* gx, const float* 
         for (int64_t q = 0; q < n; ++q) gn[q] += b_hh[2 * H + k];
       }
       for (int64_t k = 0; k < H; ++k) {
-        const int64_t at = (k * T + t) * B + b0;
-        gru_cell(n, gate(k), gate(H + k), gx + ((2 * H + k) * T + t) * B + b0,
-                 ghn + (t * H + k) * B + b0, gate(2 * H + k), h.data() + k * n, h_all + at);
+        const int64_t at = (k * T + t) * B + b0, saved = (t * H + k) * B + b0;
+        gru_cell(n, gate(k), gate(H + k), gx + ((2 * H + k) * T + t) * B + b0, ghn + saved,
+                 gate(2 * H + k), h.data() + k * n, h_all + at);
       }
     }
   });
@@ -284,8 +284,8 @@ void gru_backward(int64_t B, int64_t T, int64_t H, const float* w_hh, const floa
       auto at_gate = [&](int64_t j) { return (j * T + t) * B + b0; };
       auto gate = [&](int64_t j) { return act + (t * G + j) * B + b0; };
       for (int64_t k = 0; k < H; ++k) {
-        const int64_t at = (k * T + t) * B + b0;
-        gru_cell_grad(n, gate(k), gate(H + k), gate(2 * H + k), ghn + (t * H + k) * B + b0,
+        const int64_t at = (k * T + t) * B + b0, saved = (t * H + k) * B + b0;
+        gru_cell_grad(n, gate(k), gate(H + k), gate(2 * H + k), ghn + saved,
                       before >= 0 ? h_all + (k * T + before) * B + b0 : zeros.data(),
                       dh_all + at, dh.data() + k * n, dgx + at_gate(k), dgx + at_gate(H + k),
                       dgx + at_gate(2 * H + k), dgh + at_gate(k), dgh + at_gate(H + k),
