@@ -96,10 +96,10 @@ def main() -> int:
             if keras:
                 figures["keras"] = keras_epoch(preset, args)
             rounds[preset].append(figures)
-            ratio = _ratio(figures)
+            share = _ratio(figures)
             print(f"round {round_ + 1} {preset}: " + ", ".join(
                 f"{key} {value:.2f} s" for key, value in figures.items() if value is not None
-            ) + (f", per epoch / Keras {ratio:.3f}" if ratio is not None else ""),
+            ) + (f", per epoch / Keras {share:.3f}" if share is not None else ""),
                 flush=True)  # fmt: skip
     print(f"\n{args.accelerator}, medians of {args.repeat} round(s); per epoch = (run of "
           f"{args.epochs} - run of 1) / {args.epochs - 1}")  # fmt: skip
@@ -111,7 +111,7 @@ def main() -> int:
         med = {key: statistics.median(r[key] for r in runs)
                for key in runs[0] if all(r.get(key) is not None for r in runs)}  # fmt: skip
         keras_s = f"{med['keras']:.2f}" if "keras" in med else "-"
-        ratio = f"{med['per_epoch'] / med['keras']:.2f}" if "keras" in med else "-"
+        ratio = f"{_ratio(med):.2f}" if "keras" in med else "-"
         # A target judged per sitting needs its margin: the round that came closest.
         ratios = [_ratio(r) for r in runs]
         worst = f"{max(ratios):.3f}" if None not in ratios else "-"
