@@ -27,15 +27,8 @@ def _outputs_and_gradients(rnn, x, run, seed=0):
     return [output, *states], grads
 
 
-@pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("hidden", [8, 5])  # 5: not a multiple of any vector width
-def test_fused_equals_module(arch, bidirectional, hidden):
-    torch.manual_seed(0)
-    rnn = arch(6, hidden, batch_first=True, bidirectional=bidirectional)
-    for param in rnn.parameters():
-        nn.init.uniform_(param, -0.4, 0.4)
-    x = torch.randn(7, 13, 6)
+def _assert_fused_equals_module(rnn, x):
+    """The kernel's outputs, final states and gradients are the module's own."""
     plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
     fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
     assert [t.shape for t in fused_out] == [t.shape for t in plain_out]
@@ -45,17 +38,26 @@ def test_fused_equals_module(arch, bidirectional, hidden):
         torch.testing.assert_close(fused, plain, **TOLERANCE)
 
 
+def _layer(arch, hidden, bidirectional):
+    torch.manual_seed(0)
+    rnn = arch(6, hidden, batch_first=True, bidirectional=bidirectional)
+    for param in rnn.parameters():
+        nn.init.uniform_(param, -0.4, 0.4)
+    return rnn
+
+
+@pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("hidden", [8, 5])  # 5: not a multiple of any vector width
+def test_fused_equals_module(arch, bidirectional, hidden):
+    _assert_fused_equals_module(_layer(arch, hidden, bidirectional), torch.randn(7, 13, 6))
+
+
 @pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
 def test_fused_handles_one_step_and_one_row(arch):
     rnn = arch(3, 4, batch_first=True)
     for shape in [(1, 1, 3), (1, 9, 3), (5, 1, 3)]:
-        x = torch.randn(shape)
-        plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
-        fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
-        for fused, plain in zip(
-            fused_out + list(fused_grads), plain_out + list(plain_grads), strict=True
-        ):
-            torch.testing.assert_close(fused, plain, **TOLERANCE)
+        _assert_fused_equals_module(rnn, torch.randn(shape))
 
 
 @pytest.mark.parametrize("arch", [nn.LSTM, nn.GRU])
@@ -64,18 +66,9 @@ def test_fused_kernel_split_between_threads_equals_module(arch, threads, monkeyp
     # The kernel splits batch columns between threads only for large calls (evaluation's
     # batches): forced here, on batches that no thread's share of whole vectors divides.
     monkeypatch.setattr(fused_rnn, "_threads", lambda batch, steps, hidden: threads)
-    torch.manual_seed(0)
-    rnn = arch(6, 5, batch_first=True, bidirectional=True)
-    for param in rnn.parameters():
-        nn.init.uniform_(param, -0.4, 0.4)
+    rnn = _layer(arch, 5, bidirectional=True)
     for batch in (20, 37, 70):
-        x = torch.randn(batch, 9, 6)
-        plain_out, plain_grads = _outputs_and_gradients(rnn, x, lambda m, v: m(v))
-        fused_out, fused_grads = _outputs_and_gradients(rnn, x, run_fused)
-        for fused, plain in zip(
-            fused_out + list(fused_grads), plain_out + list(plain_grads), strict=True
-        ):
-            torch.testing.assert_close(fused, plain, **TOLERANCE)
+        _assert_fused_equals_module(rnn, torch.randn(batch, 9, 6))
 
 
 def test_a_loss_on_the_final_cell_state_alone_reaches_the_inputs_and_weights():
